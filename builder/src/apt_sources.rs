@@ -13,7 +13,12 @@ pub struct AptSource {
 
 impl AptSource {
     pub fn to_line(&self) -> String {
-        format!("deb {} {} {}", self.uri, self.suite, self.components.join(" "))
+        format!(
+            "deb {} {} {}",
+            self.uri,
+            self.suite,
+            self.components.join(" ")
+        )
     }
 }
 
@@ -27,7 +32,9 @@ pub fn machine_sources(etc_apt: &Path) -> Vec<AptSource> {
         let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
         files.sort();
         for f in files {
-            let Ok(t) = std::fs::read_to_string(&f) else { continue };
+            let Ok(t) = std::fs::read_to_string(&f) else {
+                continue;
+            };
             match f.extension().and_then(|e| e.to_str()) {
                 Some("list") => out.extend(parse_one_line(&t)),
                 Some("sources") => out.extend(parse_deb822(&t)),
@@ -74,7 +81,9 @@ fn parse_one_line(text: &str) -> Vec<AptSource> {
                 }
             }
         }
-        let (Some(uri), Some(suite)) = (words.next(), words.next()) else { continue };
+        let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
+            continue;
+        };
         out.push(AptSource {
             uri: uri.to_string(),
             suite: suite.to_string(),
@@ -96,7 +105,9 @@ fn parse_deb822(text: &str) -> Vec<AptSource> {
             if line.starts_with('#') {
                 continue;
             }
-            let Some((k, v)) = line.split_once(':') else { continue };
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
             let vals: Vec<String> = v.split_whitespace().map(String::from).collect();
             match k.trim().to_ascii_lowercase().as_str() {
                 "types" => types = vals,

@@ -10,7 +10,9 @@ const FS_IMMUTABLE_FL: libc::c_long = 0x0000_0010;
 /// Clears the immutable flag on one directory, ignoring filesystems without flags.
 fn clear_immutable(path: &Path) {
     use std::os::unix::io::AsRawFd;
-    let Ok(f) = std::fs::File::open(path) else { return };
+    let Ok(f) = std::fs::File::open(path) else {
+        return;
+    };
     let mut flags: libc::c_long = 0;
     // SAFETY: FS_IOC_GETFLAGS/SETFLAGS take a pointer to a long on the open fd.
     unsafe {
@@ -29,7 +31,8 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
         Ok(md) if !md.is_dir() => {
-            return std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
+            return std::fs::remove_file(path)
+                .with_context(|| format!("removing {}", path.display()))
         }
         Ok(_) => {}
     }
@@ -53,7 +56,9 @@ pub fn remove_tree(path: &Path) -> Result<()> {
 /// Lazily unmounts everything mounted at or below `path` (deepest first), so
 /// that a tree left behind by an interrupted mmdebstrap can be removed safely.
 pub fn unmount_below(path: &Path) -> Result<()> {
-    let Ok(abs) = std::fs::canonicalize(path) else { return Ok(()) };
+    let Ok(abs) = std::fs::canonicalize(path) else {
+        return Ok(());
+    };
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<String> = info
         .lines()

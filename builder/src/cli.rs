@@ -14,7 +14,11 @@ use crate::vm;
 const DEFAULT_CACHE_DIR: &str = "/var/cache/basalt";
 
 #[derive(Debug, Parser)]
-#[command(name = "basalt", version, about = "Builds Basalt OS images from a YAML manifest")]
+#[command(
+    name = "basalt",
+    version,
+    about = "Builds Basalt OS images from a YAML manifest"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
@@ -98,13 +102,24 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Build(a) => build(a),
-        Cmd::Manifest { command: ManifestCmd::Schema } => {
+        Cmd::Manifest {
+            command: ManifestCmd::Schema,
+        } => {
             print!("{SCHEMA_REFERENCE}");
             Ok(())
         }
-        Cmd::Manifest { command: ManifestCmd::Check { file } } => {
+        Cmd::Manifest {
+            command: ManifestCmd::Check { file },
+        } => {
             let m = LoadedManifest::load(Some(&file))?;
-            println!("{}: ok ({} {}, {} packages, ref {})", file.display(), m.manifest.name, m.manifest.version, m.manifest.packages.len(), m.manifest.ostree_ref());
+            println!(
+                "{}: ok ({} {}, {} packages, ref {})",
+                file.display(),
+                m.manifest.name,
+                m.manifest.version,
+                m.manifest.packages.len(),
+                m.manifest.ostree_ref()
+            );
             Ok(())
         }
         Cmd::Boot(a) => boot(a),
@@ -126,7 +141,10 @@ fn build(a: BuildArgs) -> Result<()> {
     for art in &res.record.artifacts {
         eprintln!("basalt: wrote {} ({} MB)", art.path, art.size / 1_000_000);
     }
-    eprintln!("basalt: commit {} on {}", res.record.commit, res.record.ostree_ref);
+    eprintln!(
+        "basalt: commit {} on {}",
+        res.record.commit, res.record.ostree_ref
+    );
     eprintln!("basalt: record {}", res.record_path.display());
     if a.json {
         println!("{}", serde_json::to_string_pretty(&res.record)?);
@@ -157,7 +175,10 @@ fn boot(a: BootArgs) -> Result<()> {
         return vm.shutdown();
     }
     opts.interactive = true;
-    eprintln!("basalt: booting {} (QEMU TCG; Ctrl-A X quits)", a.image.display());
+    eprintln!(
+        "basalt: booting {} (QEMU TCG; Ctrl-A X quits)",
+        a.image.display()
+    );
     vm::Vm::start(&opts)?.wait_interactive()
 }
 

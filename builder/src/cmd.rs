@@ -53,7 +53,11 @@ impl CommandRunExt for Command {
         let prog = self.get_program().to_string_lossy().into_owned();
         let out = self.run_output()?;
         if !out.status.success() {
-            bail!("{prog} failed ({}):\n{}", out.status, stderr_tail(&out.stderr));
+            bail!(
+                "{prog} failed ({}):\n{}",
+                out.status,
+                stderr_tail(&out.stderr)
+            );
         }
         Ok(out.stdout)
     }

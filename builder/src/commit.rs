@@ -59,7 +59,14 @@ impl BuildRepo {
         if let Some(c) = self.resolve(&cref)? {
             return Ok((c, true));
         }
-        let c = self.write_commit(None, Some(tree), "basalt rootfs base", glib::VariantDict::new(None), time, &cref)?;
+        let c = self.write_commit(
+            None,
+            Some(tree),
+            "basalt rootfs base",
+            glib::VariantDict::new(None),
+            time,
+            &cref,
+        )?;
         Ok((c, false))
     }
 
@@ -79,13 +86,19 @@ impl BuildRepo {
             .map_err(gerr("starting an OSTree transaction".into()))?;
         let result = (|| -> Result<String> {
             let mtree = match base {
-                Some(b) => ostree::MutableTree::from_commit(repo, b).map_err(gerr(format!("loading commit {b}")))?,
+                Some(b) => ostree::MutableTree::from_commit(repo, b)
+                    .map_err(gerr(format!("loading commit {b}")))?,
                 None => ostree::MutableTree::new(),
             };
             if let Some(dir) = overlay {
-                let path = dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", dir.display()))?;
+                let path = dir
+                    .to_str()
+                    .ok_or_else(|| anyhow!("non-UTF-8 path {}", dir.display()))?;
                 repo.write_dfd_to_mtree(libc::AT_FDCWD, path, &mtree, None, gio::Cancellable::NONE)
-                    .map_err(gerr(format!("writing {} into the OSTree repo", dir.display())))?;
+                    .map_err(gerr(format!(
+                        "writing {} into the OSTree repo",
+                        dir.display()
+                    )))?;
             }
             let root = repo
                 .write_mtree(&mtree, gio::Cancellable::NONE)
@@ -95,7 +108,15 @@ impl BuildRepo {
                 .map_err(|_| anyhow!("libostree returned a non-repo file for the tree"))?;
             let meta = metadata.end();
             let csum = repo
-                .write_commit_with_time(None, Some(subject), None, Some(&meta), &root, time, gio::Cancellable::NONE)
+                .write_commit_with_time(
+                    None,
+                    Some(subject),
+                    None,
+                    Some(&meta),
+                    &root,
+                    time,
+                    gio::Cancellable::NONE,
+                )
                 .map_err(gerr("writing the commit".into()))?;
             repo.transaction_set_ref(None, ref_name, Some(csum.as_str()));
             Ok(csum.to_string())
@@ -122,7 +143,10 @@ impl BuildRepo {
     /// GPG-signs a commit (detached metadata), unless it already carries a signature.
     pub fn sign(&self, csum: &str, key_id: &str, homedir: Option<&Path>) -> Result<()> {
         let home = homedir.map(|h| h.to_string_lossy().into_owned());
-        match self.repo.sign_commit(csum, key_id, home.as_deref(), gio::Cancellable::NONE) {
+        match self
+            .repo
+            .sign_commit(csum, key_id, home.as_deref(), gio::Cancellable::NONE)
+        {
             Ok(()) => Ok(()),
             Err(e) if e.matches(gio::IOErrorEnum::Exists) => Ok(()),
             Err(e) => Err(anyhow!(
@@ -176,13 +200,30 @@ mod tests {
         assert_eq!(b1, b2);
 
         let c1 = repo
-            .write_commit(Some(&b1), Some(&over), "img", image_metadata("1", "x", 1000), 1000, "test/ref")
+            .write_commit(
+                Some(&b1),
+                Some(&over),
+                "img",
+                image_metadata("1", "x", 1000),
+                1000,
+                "test/ref",
+            )
             .unwrap();
         let c2 = repo
-            .write_commit(Some(&b1), Some(&over), "img", image_metadata("1", "x", 1000), 1000, "test/ref")
+            .write_commit(
+                Some(&b1),
+                Some(&over),
+                "img",
+                image_metadata("1", "x", 1000),
+                1000,
+                "test/ref",
+            )
             .unwrap();
         assert_eq!(c1, c2, "same inputs give the same commit");
-        assert_eq!(repo.resolve("test/ref").unwrap().as_deref(), Some(c1.as_str()));
+        assert_eq!(
+            repo.resolve("test/ref").unwrap().as_deref(),
+            Some(c1.as_str())
+        );
 
         let out = std::process::Command::new("ostree")
             .arg(format!("--repo={}", d.path().join("repo").display()))
@@ -190,6 +231,9 @@ mod tests {
             .output()
             .unwrap();
         let listing = String::from_utf8_lossy(&out.stdout);
-        assert!(listing.contains("/usr/bin/a") && listing.contains("/usr/bin/b"), "{listing}");
+        assert!(
+            listing.contains("/usr/bin/a") && listing.contains("/usr/bin/b"),
+            "{listing}"
+        );
     }
 }

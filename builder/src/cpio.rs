@@ -84,7 +84,10 @@ impl<W: Write> CpioWriter<W> {
     fn normalize(path: &str) -> io::Result<String> {
         let p = path.trim_start_matches('/');
         if p.is_empty() || p.split('/').any(|c| c == ".." || c.is_empty()) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad cpio path {path:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad cpio path {path:?}"),
+            ));
         }
         Ok(p.to_string())
     }
@@ -130,7 +133,8 @@ mod tests {
     fn read_back_by_cpio_and_bsdtar() {
         let mut w = CpioWriter::new(Vec::new());
         w.file("/init", 0o755, b"#!/bin/sh\n").unwrap();
-        w.file("usr/lib/modules/6.1/kernel/a.ko", 0o644, b"abc").unwrap();
+        w.file("usr/lib/modules/6.1/kernel/a.ko", 0o644, b"abc")
+            .unwrap();
         w.symlink("lib", "usr/lib").unwrap();
         w.dir("/etc", 0o755).unwrap();
         w.file("etc/initrd-release", 0o644, b"").unwrap();
@@ -140,21 +144,59 @@ mod tests {
         let archive = d.path().join("a.cpio");
         std::fs::write(&archive, &bytes).unwrap();
 
-        let out = Command::new("cpio").arg("-it").stdin(std::fs::File::open(&archive).unwrap()).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("cpio")
+            .arg("-it")
+            .stdin(std::fs::File::open(&archive).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let listing = String::from_utf8(out.stdout).unwrap();
         let names: Vec<&str> = listing.lines().collect();
         assert_eq!(
             names,
-            vec!["init", "usr", "usr/lib", "usr/lib/modules", "usr/lib/modules/6.1", "usr/lib/modules/6.1/kernel", "usr/lib/modules/6.1/kernel/a.ko", "lib", "etc", "etc/initrd-release"]
+            vec![
+                "init",
+                "usr",
+                "usr/lib",
+                "usr/lib/modules",
+                "usr/lib/modules/6.1",
+                "usr/lib/modules/6.1/kernel",
+                "usr/lib/modules/6.1/kernel/a.ko",
+                "lib",
+                "etc",
+                "etc/initrd-release"
+            ]
         );
 
-        let out = Command::new("bsdtar").arg("-xf").arg(&archive).arg("-C").arg(d.path()).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(std::fs::read(d.path().join("usr/lib/modules/6.1/kernel/a.ko")).unwrap(), b"abc");
-        assert_eq!(std::fs::read_link(d.path().join("lib")).unwrap().to_str(), Some("usr/lib"));
+        let out = Command::new("bsdtar")
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(d.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(d.path().join("usr/lib/modules/6.1/kernel/a.ko")).unwrap(),
+            b"abc"
+        );
+        assert_eq!(
+            std::fs::read_link(d.path().join("lib")).unwrap().to_str(),
+            Some("usr/lib")
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(d.path().join("init")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.path().join("init"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
     }
 

@@ -41,7 +41,11 @@ pub fn write_overlay(dir: &Path, inp: &OverlayInputs<'_>) -> Result<()> {
     put(AGENT_PATH, inp.agent, 0o755)?;
     fs::create_dir_all(dir.join("usr/sbin"))?;
     symlink("../bin/basaltctl", dir.join(INIT_LINK))?;
-    put("usr/lib/os-release", os_release(inp.manifest).as_bytes(), 0o644)?;
+    put(
+        "usr/lib/os-release",
+        os_release(inp.manifest).as_bytes(),
+        0o644,
+    )?;
     put(
         &format!("usr/lib/modules/{}/initramfs.img", inp.kernel_version),
         inp.initramfs,
@@ -112,7 +116,9 @@ mod tests {
 
     #[test]
     fn overlay_layout() {
-        let m = LoadedManifest::parse("name: h\nversion: '2.0'\n", "t", ".".into()).unwrap().manifest;
+        let m = LoadedManifest::parse("name: h\nversion: '2.0'\n", "t", ".".into())
+            .unwrap()
+            .manifest;
         let d = tempfile::tempdir().unwrap();
         let files = d.path().join("files");
         fs::create_dir_all(files.join("etc/ssh")).unwrap();
@@ -123,21 +129,39 @@ mod tests {
         fs::create_dir(&out).unwrap();
         write_overlay(
             &out,
-            &OverlayInputs { manifest: &m, agent: b"ELF", kernel_version: "6.1", initramfs: b"cpio", files_dir: Some(&files) },
+            &OverlayInputs {
+                manifest: &m,
+                agent: b"ELF",
+                kernel_version: "6.1",
+                initramfs: b"cpio",
+                files_dir: Some(&files),
+            },
         )
         .unwrap();
         assert_eq!(fs::read(out.join("usr/etc/ssh/banner")).unwrap(), b"hi");
         assert_eq!(fs::read(out.join("usr/share/x/y")).unwrap(), b"y");
-        assert_eq!(fs::read(out.join("usr/lib/modules/6.1/initramfs.img")).unwrap(), b"cpio");
-        assert_eq!(fs::read_link(out.join(INIT_LINK)).unwrap(), Path::new("../bin/basaltctl"));
+        assert_eq!(
+            fs::read(out.join("usr/lib/modules/6.1/initramfs.img")).unwrap(),
+            b"cpio"
+        );
+        assert_eq!(
+            fs::read_link(out.join(INIT_LINK)).unwrap(),
+            Path::new("../bin/basaltctl")
+        );
         let osr = fs::read_to_string(out.join("usr/lib/os-release")).unwrap();
-        assert!(osr.contains("NAME=Basalt\n") && osr.contains("VERSION_ID=2.0\n") && osr.contains("IMAGE_VERSION=2.0\n"));
+        assert!(
+            osr.contains("NAME=Basalt\n")
+                && osr.contains("VERSION_ID=2.0\n")
+                && osr.contains("IMAGE_VERSION=2.0\n")
+        );
         assert!(osr.contains("PRETTY_NAME="));
     }
 
     #[test]
     fn files_under_var_are_refused() {
-        let m = LoadedManifest::parse("name: h\nversion: '2'\n", "t", ".".into()).unwrap().manifest;
+        let m = LoadedManifest::parse("name: h\nversion: '2'\n", "t", ".".into())
+            .unwrap()
+            .manifest;
         let d = tempfile::tempdir().unwrap();
         let files = d.path().join("files");
         fs::create_dir_all(files.join("var/lib")).unwrap();
@@ -145,7 +169,13 @@ mod tests {
         fs::create_dir(&out).unwrap();
         let err = write_overlay(
             &out,
-            &OverlayInputs { manifest: &m, agent: b"", kernel_version: "6.1", initramfs: b"", files_dir: Some(&files) },
+            &OverlayInputs {
+                manifest: &m,
+                agent: b"",
+                kernel_version: "6.1",
+                initramfs: b"",
+                files_dir: Some(&files),
+            },
         )
         .unwrap_err()
         .to_string();

@@ -28,7 +28,13 @@ fn gerr(what: &'static str) -> impl FnOnce(glib::Error) -> anyhow::Error {
 }
 
 /// Creates a sysroot in `staging` and deploys `commit` from `build_repo`.
-pub fn deploy(staging: &Path, build_repo: &Path, ref_name: &str, commit: &str, kargs: &[String]) -> Result<Deployed> {
+pub fn deploy(
+    staging: &Path,
+    build_repo: &Path,
+    ref_name: &str,
+    commit: &str,
+    kargs: &[String],
+) -> Result<Deployed> {
     std::fs::create_dir_all(staging).with_context(|| format!("creating {}", staging.display()))?;
     for d in ["boot", "dev", "proc", "run", "sys", "tmp", "var", "sysroot"] {
         std::fs::create_dir_all(staging.join(d))?;
@@ -37,11 +43,14 @@ pub fn deploy(staging: &Path, build_repo: &Path, ref_name: &str, commit: &str, k
     sysroot
         .ensure_initialized(gio::Cancellable::NONE)
         .map_err(gerr("initializing the staging sysroot"))?;
-    sysroot.load(gio::Cancellable::NONE).map_err(gerr("loading the staging sysroot"))?;
+    sysroot
+        .load(gio::Cancellable::NONE)
+        .map_err(gerr("loading the staging sysroot"))?;
     let repo = sysroot.repo();
     let config = repo.copy_config();
     config.set_string("sysroot", "bootloader", "none");
-    repo.write_config(&config).map_err(gerr("writing the sysroot repo config"))?;
+    repo.write_config(&config)
+        .map_err(gerr("writing the sysroot repo config"))?;
     repo.set_disable_fsync(true);
     sysroot
         .init_osname(STATEROOT, gio::Cancellable::NONE)
@@ -57,7 +66,14 @@ pub fn deploy(staging: &Path, build_repo: &Path, ref_name: &str, commit: &str, k
     let origin = sysroot.origin_new_from_refspec(&format!("{STATEROOT}:{ref_name}"));
     let kargs: Vec<&str> = kargs.iter().map(String::as_str).collect();
     let deployment = sysroot
-        .deploy_tree(Some(STATEROOT), commit, Some(&origin), None, &kargs, gio::Cancellable::NONE)
+        .deploy_tree(
+            Some(STATEROOT),
+            commit,
+            Some(&origin),
+            None,
+            &kargs,
+            gio::Cancellable::NONE,
+        )
         .map_err(gerr("deploying the commit"))?;
     sysroot
         .simple_write_deployment(
@@ -86,9 +102,17 @@ fn read_entry(staging: &Path) -> Result<Deployed> {
     };
     let text = std::fs::read_to_string(&path)?;
     let entry = parse_entry(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let kernel = staging.join("boot").join(entry.linux.trim_start_matches('/'));
-    let initrd = staging.join("boot").join(entry.initrd.trim_start_matches('/'));
-    Ok(Deployed { entry, kernel, initrd })
+    let kernel = staging
+        .join("boot")
+        .join(entry.linux.trim_start_matches('/'));
+    let initrd = staging
+        .join("boot")
+        .join(entry.initrd.trim_start_matches('/'));
+    Ok(Deployed {
+        entry,
+        kernel,
+        initrd,
+    })
 }
 
 pub fn parse_entry(text: &str) -> Result<BootEntry> {
@@ -101,7 +125,9 @@ pub fn parse_entry(text: &str) -> Result<BootEntry> {
         sort_key: String::new(),
     };
     for line in text.lines() {
-        let Some((k, v)) = line.split_once(' ') else { continue };
+        let Some((k, v)) = line.split_once(' ') else {
+            continue;
+        };
         let v = v.trim().to_string();
         match k {
             "title" => e.title = v,
@@ -121,7 +147,9 @@ pub fn parse_entry(text: &str) -> Result<BootEntry> {
 
 /// The `ostree=` argument of an entry's options.
 pub fn ostree_arg(options: &str) -> Option<&str> {
-    options.split_whitespace().find_map(|a| a.strip_prefix("ostree="))
+    options
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("ostree="))
 }
 
 #[cfg(test)]

@@ -41,7 +41,11 @@ impl Layout {
         let root_start = esp_start + ESP_SIZE;
         let end = (total.saturating_sub(GPT_TAIL)) / ALIGN * ALIGN;
         if end <= root_start + 16 * MIB {
-            bail!("disk of {} MiB has no room for a root partition after the {} MiB ESP", total / MIB, ESP_SIZE / MIB);
+            bail!(
+                "disk of {} MiB has no room for a root partition after the {} MiB ESP",
+                total / MIB,
+                ESP_SIZE / MIB
+            );
         }
         Ok(Self {
             total,
@@ -62,7 +66,9 @@ pub fn tree_usage(root: &Path) -> Result<(u64, u64)> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
             let e = e?;
-            let md = e.metadata().or_else(|_| std::fs::symlink_metadata(e.path()))?;
+            let md = e
+                .metadata()
+                .or_else(|_| std::fs::symlink_metadata(e.path()))?;
             if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
                 continue;
             }
@@ -78,7 +84,10 @@ pub fn tree_usage(root: &Path) -> Result<(u64, u64)> {
 
 /// Deterministic IDs so identical inputs give identical images.
 pub fn stable_uuid(seed: &str, what: &str) -> Uuid {
-    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("basalt:{seed}:{what}").as_bytes())
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("basalt:{seed}:{what}").as_bytes(),
+    )
 }
 
 pub struct DiskInputs<'a> {
@@ -111,19 +120,29 @@ pub fn write_disk(inp: &DiskInputs<'_>, out: &Path) -> Result<Layout> {
         .truncate(true)
         .open(out)
         .with_context(|| format!("creating {}", out.display()))?;
-    file.set_len(layout.total).with_context(|| format!("sizing {}", out.display()))?;
+    file.set_len(layout.total)
+        .with_context(|| format!("sizing {}", out.display()))?;
 
     // Protective MBR and GPT.
     let lba_count = layout.total / SECTOR;
-    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(lba_count - 1).unwrap_or(u32::MAX));
-    mbr.overwrite_lba0(&mut file).context("writing the protective MBR")?;
+    let mbr =
+        gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(lba_count - 1).unwrap_or(u32::MAX));
+    mbr.overwrite_lba0(&mut file)
+        .context("writing the protective MBR")?;
     let mut disk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
         .create_from_device(&mut file, Some(stable_uuid(inp.seed, "disk")))
         .context("creating the GPT")?;
-    disk.add_partition_at("ESP", 1, layout.esp_start / SECTOR, layout.esp_len / SECTOR, gpt::partition_types::EFI, 0)
-        .context("adding the ESP")?;
+    disk.add_partition_at(
+        "ESP",
+        1,
+        layout.esp_start / SECTOR,
+        layout.esp_len / SECTOR,
+        gpt::partition_types::EFI,
+        0,
+    )
+    .context("adding the ESP")?;
     disk.add_partition_at(
         "root",
         2,
@@ -137,10 +156,14 @@ pub fn write_disk(inp: &DiskInputs<'_>, out: &Path) -> Result<Layout> {
     for (id, p) in parts.iter_mut() {
         p.part_guid = stable_uuid(inp.seed, &format!("part{id}"));
     }
-    disk.update_partitions(parts).context("setting partition UUIDs")?;
+    disk.update_partitions(parts)
+        .context("setting partition UUIDs")?;
     disk.write().context("writing the GPT")?;
 
-    esp::write_esp(&mut Slice::new(&mut file, layout.esp_start, layout.esp_len), inp.esp_files)?;
+    esp::write_esp(
+        &mut Slice::new(&mut file, layout.esp_start, layout.esp_len),
+        inp.esp_files,
+    )?;
     file.sync_all()?;
     drop(file);
 
@@ -153,9 +176,23 @@ fn make_ext4(inp: &DiskInputs<'_>, out: &Path, layout: &Layout) -> Result<()> {
     let blocks_k = layout.root_len / 1024;
     let res = Command::new("mkfs.ext4")
         .env("E2FSPROGS_FAKE_TIME", inp.source_date.to_string())
-        .args(["-q", "-F", "-t", "ext4", "-m", "1", "-L", crate::deploy::ROOT_LABEL, "-U", &fs_uuid])
+        .args([
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-m",
+            "1",
+            "-L",
+            crate::deploy::ROOT_LABEL,
+            "-U",
+            &fs_uuid,
+        ])
         .arg("-E")
-        .arg(format!("offset={},hash_seed={fs_uuid},root_owner=0:0", layout.root_start))
+        .arg(format!(
+            "offset={},hash_seed={fs_uuid},root_owner=0:0",
+            layout.root_start
+        ))
         .arg("-d")
         .arg(inp.staging)
         .arg(out)
@@ -164,7 +201,10 @@ fn make_ext4(inp: &DiskInputs<'_>, out: &Path, layout: &Layout) -> Result<()> {
     if !res.status.success() {
         let tail = stderr_tail(&res.stderr);
         if tail.contains("Could not allocate") || tail.contains("No space left") {
-            bail!("disk_size {} MiB is too small for the root filesystem (mkfs.ext4: {tail})", inp.size / MIB);
+            bail!(
+                "disk_size {} MiB is too small for the root filesystem (mkfs.ext4: {tail})",
+                inp.size / MIB
+            );
         }
         bail!("mkfs.ext4 failed:\n{tail}");
     }
@@ -193,12 +233,29 @@ mod tests {
         std::fs::create_dir_all(staging.join("ostree")).unwrap();
         std::fs::write(staging.join("ostree/hello"), b"hi").unwrap();
         let img = d.path().join("disk.raw");
-        let files = [EspFile { path: "/loader/loader.conf", data: b"timeout 0\n" }];
-        let inp = DiskInputs { staging: &staging, esp_files: &files, size: 256 * MIB, seed: "t", source_date: 1 };
+        let files = [EspFile {
+            path: "/loader/loader.conf",
+            data: b"timeout 0\n",
+        }];
+        let inp = DiskInputs {
+            staging: &staging,
+            esp_files: &files,
+            size: 256 * MIB,
+            seed: "t",
+            source_date: 1,
+        };
         let layout = write_disk(&inp, &img).unwrap();
 
-        let out = Command::new("sfdisk").arg("--json").arg(&img).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("sfdisk")
+            .arg("--json")
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let parts = v["partitiontable"]["partitions"].as_array().unwrap();
         assert_eq!(v["partitiontable"]["label"], "gpt");
@@ -207,10 +264,16 @@ mod tests {
         assert_eq!(parts[0]["start"], layout.esp_start / SECTOR);
         assert_eq!(parts[1]["type"], "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
         assert_eq!(parts[1]["size"], layout.root_len / SECTOR);
-        assert_eq!(parts[1]["uuid"].as_str().unwrap().to_lowercase(), stable_uuid("t", "part2").to_string());
+        assert_eq!(
+            parts[1]["uuid"].as_str().unwrap().to_lowercase(),
+            stable_uuid("t", "part2").to_string()
+        );
 
         let image = format!("{}@@{}", img.display(), layout.esp_start);
-        let out = Command::new("mtype").args(["-i", &image, "::/loader/loader.conf"]).output().unwrap();
+        let out = Command::new("mtype")
+            .args(["-i", &image, "::/loader/loader.conf"])
+            .output()
+            .unwrap();
         assert_eq!(out.stdout, b"timeout 0\n");
 
         // Read the ext4 superblock label straight from the image.
@@ -229,8 +292,17 @@ mod tests {
         let f = std::fs::File::create(staging.join("big")).unwrap();
         f.set_len(300 * MIB).unwrap();
         let img = d.path().join("disk.raw");
-        let inp = DiskInputs { staging: &staging, esp_files: &[], size: 256 * MIB, seed: "t", source_date: 1 };
+        let inp = DiskInputs {
+            staging: &staging,
+            esp_files: &[],
+            size: 256 * MIB,
+            seed: "t",
+            source_date: 1,
+        };
         let err = write_disk(&inp, &img).unwrap_err().to_string();
-        assert!(err.contains("disk_size") && err.contains("too small"), "{err}");
+        assert!(
+            err.contains("disk_size") && err.contains("too small"),
+            "{err}"
+        );
     }
 }

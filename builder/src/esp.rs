@@ -22,7 +22,12 @@ pub struct Slice<'a, T> {
 
 impl<'a, T: Seek> Slice<'a, T> {
     pub fn new(inner: &'a mut T, start: u64, len: u64) -> Self {
-        Self { inner, start, len, pos: 0 }
+        Self {
+            inner,
+            start,
+            len,
+            pos: 0,
+        }
     }
 }
 
@@ -44,7 +49,10 @@ impl<T: Write + Seek> Write for Slice<'_, T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let left = self.len.saturating_sub(self.pos) as usize;
         if left == 0 && !buf.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "write past the end of the partition"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "write past the end of the partition",
+            ));
         }
         let n = buf.len().min(left);
         self.inner.seek(SeekFrom::Start(self.start + self.pos))?;
@@ -65,7 +73,10 @@ impl<T: Seek> Seek for Slice<'_, T> {
             SeekFrom::End(d) => self.len as i64 + d,
         };
         if new < 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the partition"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the partition",
+            ));
         }
         self.pos = new as u64;
         Ok(self.pos)
@@ -111,7 +122,9 @@ pub const LOADER_CONF: &str = "timeout 0\nconsole-mode keep\neditor no\n";
 pub fn write_esp<S: Read + Write + Seek>(storage: &mut S, files: &[EspFile<'_>]) -> Result<()> {
     fatfs::format_volume(
         &mut *storage,
-        FormatVolumeOptions::new().fat_type(FatType::Fat32).volume_label(*ESP_LABEL),
+        FormatVolumeOptions::new()
+            .fat_type(FatType::Fat32)
+            .volume_label(*ESP_LABEL),
     )
     .context("formatting the ESP as FAT32")?;
     let fs = FileSystem::new(&mut *storage, FsOptions::new()).context("opening the new ESP")?;
@@ -123,13 +136,18 @@ pub fn write_esp<S: Read + Write + Seek>(storage: &mut S, files: &[EspFile<'_>])
             for d in &parts[..parts.len() - 1] {
                 dir = match dir.open_dir(d) {
                     Ok(x) => x,
-                    Err(_) => dir.create_dir(d).with_context(|| format!("creating ESP directory {d}"))?,
+                    Err(_) => dir
+                        .create_dir(d)
+                        .with_context(|| format!("creating ESP directory {d}"))?,
                 };
             }
             let name = parts[parts.len() - 1];
-            let mut file = dir.create_file(name).with_context(|| format!("creating ESP file {}", f.path))?;
+            let mut file = dir
+                .create_file(name)
+                .with_context(|| format!("creating ESP file {}", f.path))?;
             file.truncate()?;
-            file.write_all(f.data).with_context(|| format!("writing ESP file {} ({} bytes)", f.path, f.data.len()))?;
+            file.write_all(f.data)
+                .with_context(|| format!("writing ESP file {} ({} bytes)", f.path, f.data.len()))?;
         }
     }
     fs.unmount().context("finishing the ESP")?;
@@ -162,7 +180,13 @@ mod tests {
     fn esp_read_back_with_mtools() {
         let d = tempfile::tempdir().unwrap();
         let img = d.path().join("esp.img");
-        let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&img).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&img)
+            .unwrap();
         // Write at an offset inside a bigger file, as in the disk image.
         let offset = 1 << 20;
         let len = 64 << 20;
@@ -171,20 +195,42 @@ mod tests {
         write_esp(
             &mut Slice::new(&mut f, offset, len),
             &[
-                EspFile { path: "/EFI/BOOT/BOOTX64.EFI", data: b"MZ-efi" },
-                EspFile { path: "/loader/loader.conf", data: LOADER_CONF.as_bytes() },
-                EspFile { path: "/loader/entries/basalt-1+3.conf", data: entry },
+                EspFile {
+                    path: "/EFI/BOOT/BOOTX64.EFI",
+                    data: b"MZ-efi",
+                },
+                EspFile {
+                    path: "/loader/loader.conf",
+                    data: LOADER_CONF.as_bytes(),
+                },
+                EspFile {
+                    path: "/loader/entries/basalt-1+3.conf",
+                    data: entry,
+                },
             ],
         )
         .unwrap();
         drop(f);
         let image = format!("{}@@{offset}", img.display());
-        let out = Command::new("mtype").args(["-i", &image, "::/loader/entries/basalt-1+3.conf"]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("mtype")
+            .args(["-i", &image, "::/loader/entries/basalt-1+3.conf"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.stdout, entry);
-        let out = Command::new("mdir").args(["-i", &image, "-b", "::/EFI/BOOT"]).output().unwrap();
+        let out = Command::new("mdir")
+            .args(["-i", &image, "-b", "::/EFI/BOOT"])
+            .output()
+            .unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).contains("BOOTX64.EFI"));
-        let out = Command::new("minfo").args(["-i", &image, "::"]).output().unwrap();
+        let out = Command::new("minfo")
+            .args(["-i", &image, "::"])
+            .output()
+            .unwrap();
         let info = String::from_utf8_lossy(&out.stdout);
         assert!(info.contains("BASALT-EFI"), "{info}");
     }

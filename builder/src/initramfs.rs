@@ -14,8 +14,23 @@ use crate::cpio::CpioWriter;
 /// virtio (KVM/QEMU), NVMe (EC2 Nitro, bare metal), AHCI/SCSI disks, CD-ROMs,
 /// the filesystems the installer and cloud-init seeds use, and ENA.
 pub const INITRD_MODULES: &[&str] = &[
-    "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "nvme", "ahci", "ata_piix", "sd_mod",
-    "sr_mod", "ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_ascii", "isofs", "overlay", "ena",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "virtio_net",
+    "nvme",
+    "ahci",
+    "ata_piix",
+    "sd_mod",
+    "sr_mod",
+    "ext4",
+    "vfat",
+    "nls_cp437",
+    "nls_iso8859_1",
+    "nls_ascii",
+    "isofs",
+    "overlay",
+    "ena",
 ];
 
 /// The list file the agent reads in the initramfs.
@@ -40,7 +55,9 @@ impl ModulesDep {
     pub fn parse(text: &str) -> Self {
         let mut by_name = BTreeMap::new();
         for line in text.lines() {
-            let Some((path, deps)) = line.split_once(':') else { continue };
+            let Some((path, deps)) = line.split_once(':') else {
+                continue;
+            };
             let deps = deps.split_whitespace().map(String::from).collect();
             by_name.insert(module_name(path), (path.trim().to_string(), deps));
         }
@@ -91,7 +108,8 @@ impl ModulesDep {
 pub fn build(tree: &Path, kver: &str, agent: &[u8]) -> Result<Vec<u8>> {
     let moddir = tree.join("usr/lib/modules").join(kver);
     let dep_path = moddir.join("modules.dep");
-    let dep_text = fs::read_to_string(&dep_path).with_context(|| format!("reading {}", dep_path.display()))?;
+    let dep_text =
+        fs::read_to_string(&dep_path).with_context(|| format!("reading {}", dep_path.display()))?;
     let deps = ModulesDep::parse(&dep_text);
     let builtin = fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
     let builtin: HashSet<String> = builtin.lines().map(module_name).collect();
@@ -110,7 +128,11 @@ pub fn build(tree: &Path, kver: &str, agent: &[u8]) -> Result<Vec<u8>> {
     w.symlink("sbin", "usr/sbin")?;
     w.symlink("lib", "usr/lib")?;
     w.file("init", 0o755, agent)?;
-    w.file("etc/initrd-release", 0o644, b"NAME=\"Basalt initramfs\"\nID=basalt\n")?;
+    w.file(
+        "etc/initrd-release",
+        0o644,
+        b"NAME=\"Basalt initramfs\"\nID=basalt\n",
+    )?;
     let prefix = format!("usr/lib/modules/{kver}");
     for f in &files {
         if f.ends_with(".xz") || f.ends_with(".zst") || f.ends_with(".gz") {
@@ -119,7 +141,11 @@ pub fn build(tree: &Path, kver: &str, agent: &[u8]) -> Result<Vec<u8>> {
         let data = fs::read(moddir.join(f)).with_context(|| format!("reading module {f}"))?;
         w.file(&format!("{prefix}/{f}"), 0o644, &data)?;
     }
-    w.file(&format!("{prefix}/modules.dep"), 0o644, deps.render_subset(&files).as_bytes())?;
+    w.file(
+        &format!("{prefix}/modules.dep"),
+        0o644,
+        deps.render_subset(&files).as_bytes(),
+    )?;
     let list: String = INITRD_MODULES.iter().map(|m| format!("{m}\n")).collect();
     w.file(MODULE_LIST_PATH, 0o644, list.as_bytes())?;
     Ok(w.finish()?)
@@ -171,10 +197,19 @@ kernel/fs/nls/nls-cp437.ko:\n";
         let img = build(d.path(), "6.1", b"agent").unwrap();
         let archive = d.path().join("initrd");
         fs::write(&archive, img).unwrap();
-        let out = std::process::Command::new("bsdtar").arg("-tf").arg(&archive).output().unwrap();
+        let out = std::process::Command::new("bsdtar")
+            .arg("-tf")
+            .arg(&archive)
+            .output()
+            .unwrap();
         let listing = String::from_utf8(out.stdout).unwrap();
         assert!(listing.lines().any(|l| l == "init"), "{listing}");
-        assert!(listing.lines().any(|l| l == "usr/lib/modules/6.1/kernel/drivers/block/virtio_blk.ko"), "{listing}");
+        assert!(
+            listing
+                .lines()
+                .any(|l| l == "usr/lib/modules/6.1/kernel/drivers/block/virtio_blk.ko"),
+            "{listing}"
+        );
         assert!(listing.lines().any(|l| l == MODULE_LIST_PATH), "{listing}");
     }
 }

@@ -155,7 +155,13 @@ impl LoadedManifest {
                 })?;
                 let base = p
                     .parent()
-                    .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+                    .map(|d| {
+                        if d.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            d
+                        }
+                    })
                     .unwrap_or(Path::new("."))
                     .to_path_buf();
                 Self::parse(&text, &p.display().to_string(), base)
@@ -164,11 +170,10 @@ impl LoadedManifest {
     }
 
     pub fn parse(text: &str, source_name: &str, base_dir: PathBuf) -> Result<Self, ManifestError> {
-        let manifest: Manifest =
-            serde_yaml::from_str(text).map_err(|e| ManifestError::Parse {
-                file: source_name.to_string(),
-                msg: e.to_string(),
-            })?;
+        let manifest: Manifest = serde_yaml::from_str(text).map_err(|e| ManifestError::Parse {
+            file: source_name.to_string(),
+            msg: e.to_string(),
+        })?;
         manifest.validate(source_name)?;
         let digest = crate::util::sha256_hex(text.as_bytes());
         Ok(Self {
@@ -225,21 +230,31 @@ impl Manifest {
         if !name_ok(&self.name) {
             return Err(bad(
                 "name",
-                format!("{:?} must be non-empty and use only letters, digits, '-', '_', '.'", self.name),
+                format!(
+                    "{:?} must be non-empty and use only letters, digits, '-', '_', '.'",
+                    self.name
+                ),
             ));
         }
         if !name_ok(&self.version) {
             return Err(bad(
                 "version",
-                format!("{:?} must be non-empty and use only letters, digits, '-', '_', '.'", self.version),
+                format!(
+                    "{:?} must be non-empty and use only letters, digits, '-', '_', '.'",
+                    self.version
+                ),
             ));
         }
         for p in self.packages.iter().chain(std::iter::once(&self.kernel)) {
             let ok = !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.' | ':' | '=' | '~'));
+                && p.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.' | ':' | '=' | '~')
+                });
             if !ok {
-                return Err(bad("packages", format!("{p:?} is not a Debian package name")));
+                return Err(bad(
+                    "packages",
+                    format!("{p:?} is not a Debian package name"),
+                ));
             }
         }
         match parse_size(&self.disk_size) {
@@ -258,7 +273,10 @@ impl Manifest {
             }
         }
         if self.formats.is_empty() {
-            return Err(bad("formats", "at least one output format is needed".into()));
+            return Err(bad(
+                "formats",
+                "at least one output format is needed".into(),
+            ));
         }
         if let Some(r) = &self.ostree_ref {
             if r.is_empty() || r.starts_with('/') || r.contains("..") || r.contains(' ') {
@@ -272,7 +290,10 @@ impl Manifest {
         }
         for a in &self.kernel_args {
             if a.contains(char::is_whitespace) || a.is_empty() {
-                return Err(bad("kernel_args", format!("{a:?}: one argument per list item, no spaces")));
+                return Err(bad(
+                    "kernel_args",
+                    format!("{a:?}: one argument per list item, no spaces"),
+                ));
             }
         }
         Ok(())
@@ -312,7 +333,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse("name: a\nversion: '1'\npackges: [x]\n").unwrap_err().to_string();
+        let err = parse("name: a\nversion: '1'\npackges: [x]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("test.yaml:"), "{err}");
         assert!(err.contains("packges"), "{err}");
         assert!(err.contains("line 3"), "{err}");
@@ -320,22 +343,30 @@ mod tests {
 
     #[test]
     fn wrong_type_names_field_and_line() {
-        let err = parse("name: a\nversion: '1'\npackages: vim\n").unwrap_err().to_string();
+        let err = parse("name: a\nversion: '1'\npackages: vim\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("packages"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
     fn bad_disk_size() {
-        let err = parse("name: a\nversion: '1'\ndisk_size: lots\n").unwrap_err().to_string();
+        let err = parse("name: a\nversion: '1'\ndisk_size: lots\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("disk_size"), "{err}");
-        let err = parse("name: a\nversion: '1'\ndisk_size: 10M\n").unwrap_err().to_string();
+        let err = parse("name: a\nversion: '1'\ndisk_size: 10M\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("minimum"), "{err}");
     }
 
     #[test]
     fn bad_package_name() {
-        let err = parse("name: a\nversion: '1'\npackages: ['vim; rm']\n").unwrap_err().to_string();
+        let err = parse("name: a\nversion: '1'\npackages: ['vim; rm']\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("packages"), "{err}");
     }
 

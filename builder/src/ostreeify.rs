@@ -46,9 +46,13 @@ pub fn apply(tree: &Path) -> Result<String> {
         let p = tree.join(top);
         if target.starts_with("var/") {
             let dest = tree.join(target);
-            if fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false) {
+            if fs::symlink_metadata(&p)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+            {
                 if fs::symlink_metadata(&dest).is_err() {
-                    fs::rename(&p, &dest).with_context(|| format!("moving {} into /var", p.display()))?;
+                    fs::rename(&p, &dest)
+                        .with_context(|| format!("moving {} into /var", p.display()))?;
                 } else {
                     crate::cleanup::remove_tree(&p)?;
                 }
@@ -79,13 +83,19 @@ fn move_kernel(tree: &Path) -> Result<String> {
         let name = e?.file_name().to_string_lossy().into_owned();
         if let Some(kver) = name.strip_prefix("vmlinuz-") {
             if found.is_some() {
-                bail!("more than one kernel in {}: install exactly one kernel package", boot.display());
+                bail!(
+                    "more than one kernel in {}: install exactly one kernel package",
+                    boot.display()
+                );
             }
             found = Some(kver.to_string());
         }
     }
     let Some(kver) = found else {
-        bail!("no kernel (vmlinuz-*) in {}: is the kernel package a Linux image?", boot.display());
+        bail!(
+            "no kernel (vmlinuz-*) in {}: is the kernel package a Linux image?",
+            boot.display()
+        );
     };
     let moddir = tree.join("usr/lib/modules").join(&kver);
     fs::create_dir_all(&moddir)?;
@@ -111,7 +121,10 @@ fn move_etc(tree: &Path) -> Result<()> {
     let etc = tree.join("etc");
     let usr_etc = tree.join("usr/etc");
     if usr_etc.exists() {
-        bail!("{} already exists; the tree was already converted", usr_etc.display());
+        bail!(
+            "{} already exists; the tree was already converted",
+            usr_etc.display()
+        );
     }
     fs::rename(&etc, &usr_etc).context("moving /etc to /usr/etc")?;
     // machine-id starts empty: the host makes one at first boot.
@@ -144,7 +157,13 @@ fn capture_var(tree: &Path) -> Result<()> {
         if let Some(target) = link {
             writeln!(rules, "L {path} - - - - {}", target.display())?;
         } else if md.is_dir() {
-            writeln!(rules, "d {path} {:04o} {} {} -", md.mode() & 0o7777, md.uid(), md.gid())?;
+            writeln!(
+                rules,
+                "d {path} {:04o} {} {} -",
+                md.mode() & 0o7777,
+                md.uid(),
+                md.gid()
+            )?;
         } else {
             writeln!(rules, "C {path} - - - - /{FACTORY_VAR}/{}", rel.display())?;
         }
@@ -188,7 +207,16 @@ mod tests {
     fn fake_tree() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         let t = d.path();
-        for dir in ["boot", "etc", "var/lib/dpkg", "var/log", "root", "home", "dev", "usr/lib"] {
+        for dir in [
+            "boot",
+            "etc",
+            "var/lib/dpkg",
+            "var/log",
+            "root",
+            "home",
+            "dev",
+            "usr/lib",
+        ] {
             fs::create_dir_all(t.join(dir)).unwrap();
         }
         fs::write(t.join("boot/vmlinuz-6.1.0-test"), b"kernel").unwrap();
@@ -207,14 +235,26 @@ mod tests {
         let d = fake_tree();
         let t = d.path();
         assert_eq!(apply(t).unwrap(), "6.1.0-test");
-        assert_eq!(fs::read(t.join("usr/lib/modules/6.1.0-test/vmlinuz")).unwrap(), b"kernel");
+        assert_eq!(
+            fs::read(t.join("usr/lib/modules/6.1.0-test/vmlinuz")).unwrap(),
+            b"kernel"
+        );
         assert!(!t.join("etc").exists());
         assert_eq!(fs::read(t.join("usr/etc/hostname")).unwrap(), b"x\n");
-        assert_eq!(fs::read_link(t.join("usr/etc/os-release")).unwrap(), Path::new("../lib/os-release"));
+        assert_eq!(
+            fs::read_link(t.join("usr/etc/os-release")).unwrap(),
+            Path::new("../lib/os-release")
+        );
         assert_eq!(fs::read_dir(t.join("var")).unwrap().count(), 0);
         assert_eq!(fs::read_dir(t.join("dev")).unwrap().count(), 0);
-        assert_eq!(fs::read_link(t.join("root")).unwrap(), Path::new("var/roothome"));
-        assert_eq!(fs::read_link(t.join("ostree")).unwrap(), Path::new("sysroot/ostree"));
+        assert_eq!(
+            fs::read_link(t.join("root")).unwrap(),
+            Path::new("var/roothome")
+        );
+        assert_eq!(
+            fs::read_link(t.join("ostree")).unwrap(),
+            Path::new("sysroot/ostree")
+        );
         assert!(fs::symlink_metadata(t.join("vmlinuz")).is_err());
         assert_eq!(
             fs::read(t.join(FACTORY_VAR).join("roothome/.bashrc")).unwrap(),
@@ -222,7 +262,10 @@ mod tests {
         );
         let rules = fs::read_to_string(t.join(VAR_RULES)).unwrap();
         assert!(rules.contains("d /var/lib/dpkg 0755"), "{rules}");
-        assert!(rules.contains("C /var/lib/dpkg/status - - - - /usr/share/factory/var/lib/dpkg/status"), "{rules}");
+        assert!(
+            rules.contains("C /var/lib/dpkg/status - - - - /usr/share/factory/var/lib/dpkg/status"),
+            "{rules}"
+        );
         assert!(rules.contains("L /var/run - - - - /run"), "{rules}");
         // parents come before children
         let lib = rules.find("d /var/lib ").unwrap();

@@ -73,7 +73,8 @@ pub fn is_static_elf(data: &[u8]) -> bool {
 }
 
 fn check_output_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("output directory {} cannot be created", dir.display()))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("output directory {} cannot be created", dir.display()))?;
     let probe = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("output directory {} is not writable", dir.display()))?;
     drop(probe);
@@ -88,32 +89,47 @@ fn check_output_dir(dir: &Path) -> Result<()> {
 }
 
 fn source_date(created: u64) -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(created)
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(created)
 }
 
 pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     let lm = LoadedManifest::load(opts.manifest.as_deref())?;
     let m = &lm.manifest;
     check_output_dir(&opts.output_dir)?;
-    fs::create_dir_all(&opts.cache_dir).with_context(|| format!("creating cache directory {}", opts.cache_dir.display()))?;
+    fs::create_dir_all(&opts.cache_dir)
+        .with_context(|| format!("creating cache directory {}", opts.cache_dir.display()))?;
 
     let agent_path = opts
         .agent
         .clone()
         .or_else(default_agent_path)
         .context("no agent binary: build it with `ci/build-agent` or pass --agent PATH")?;
-    let agent = fs::read(&agent_path).with_context(|| format!("reading agent {}", agent_path.display()))?;
+    let agent =
+        fs::read(&agent_path).with_context(|| format!("reading agent {}", agent_path.display()))?;
     if !is_static_elf(&agent) {
-        bail!("agent {} is not a statically linked x86_64 ELF; build it with `ci/build-agent`", agent_path.display());
+        bail!(
+            "agent {} is not a statically linked x86_64 ELF; build it with `ci/build-agent`",
+            agent_path.display()
+        );
     }
     let agent_hash = util::sha256_hex(&agent);
 
-    let gpg_key = opts.sign_key.clone().or_else(|| m.gpg.as_ref().map(|g| g.key_id.clone()));
+    let gpg_key = opts
+        .sign_key
+        .clone()
+        .or_else(|| m.gpg.as_ref().map(|g| g.key_id.clone()));
     let gpg_home = opts.gpg_homedir.clone().or_else(|| lm.gpg_homedir());
     let files_dir = lm.files_dir();
     let files_hash = match &files_dir {
         Some(d) if d.is_dir() => util::hash_tree(d)?,
-        Some(d) => bail!("{}: field `files`: directory {} does not exist", lm.source_name, d.display()),
+        Some(d) => bail!(
+            "{}: field `files`: directory {} does not exist",
+            lm.source_name,
+            d.display()
+        ),
         None => String::new(),
     };
 
@@ -124,10 +140,19 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     let repo_path = opts.cache_dir.join("repo");
     let repo = BuildRepo::open_or_create(&repo_path)?;
 
-    let base = stages.run("base-commit", || repo.ensure_base(&rootfs.tree, &rootfs.meta.key, date))?;
+    let base = stages.run("base-commit", || {
+        repo.ensure_base(&rootfs.tree, &rootfs.meta.key, date)
+    })?;
 
-    let initrd_key = util::cache_key(&[("rootfs", &rootfs.meta.key), ("agent", &agent_hash), ("modules", &initramfs::INITRD_MODULES.join(","))]);
-    let initrd_path = opts.cache_dir.join("initramfs").join(format!("{initrd_key}.img"));
+    let initrd_key = util::cache_key(&[
+        ("rootfs", &rootfs.meta.key),
+        ("agent", &agent_hash),
+        ("modules", &initramfs::INITRD_MODULES.join(",")),
+    ]);
+    let initrd_path = opts
+        .cache_dir
+        .join("initramfs")
+        .join(format!("{initrd_key}.img"));
     let initrd = stages.run("initramfs", || {
         if let Ok(b) = fs::read(&initrd_path) {
             return Ok((b, true));
@@ -165,7 +190,17 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
                 )?;
                 let meta = image_metadata(&m.version, &lm.digest, date);
                 let subject = format!("Basalt {} {}", m.name, m.version);
-                (repo.write_commit(Some(&base), Some(overlay.path()), &subject, meta, date, &cref)?, false)
+                (
+                    repo.write_commit(
+                        Some(&base),
+                        Some(overlay.path()),
+                        &subject,
+                        meta,
+                        date,
+                        &cref,
+                    )?,
+                    false,
+                )
             }
         };
         repo.set_ref(&ref_name, &c)?;
@@ -191,8 +226,16 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         let d = deploy::deploy(&staging, &repo_path, &ref_name, &commit, &kargs)?;
         let cached = CachedDeploy {
             entry_text: d.entry.render(),
-            kernel: d.kernel.strip_prefix(&staging).unwrap_or(&d.kernel).to_path_buf(),
-            initrd: d.initrd.strip_prefix(&staging).unwrap_or(&d.initrd).to_path_buf(),
+            kernel: d
+                .kernel
+                .strip_prefix(&staging)
+                .unwrap_or(&d.kernel)
+                .to_path_buf(),
+            initrd: d
+                .initrd
+                .strip_prefix(&staging)
+                .unwrap_or(&d.initrd)
+                .to_path_buf(),
         };
         util::write_atomic(&entry_path, &serde_json::to_vec(&cached)?)?;
         Ok((cached, false))
@@ -217,8 +260,10 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         }
         fs::create_dir_all(disk_path.parent().unwrap_or(&opts.cache_dir))?;
         let sdboot = fs::read(&boot_efi)?;
-        let kernel = fs::read(staging.join(&deployed.kernel)).context("reading the deployed kernel")?;
-        let initrd = fs::read(staging.join(&deployed.initrd)).context("reading the deployed initramfs")?;
+        let kernel =
+            fs::read(staging.join(&deployed.kernel)).context("reading the deployed kernel")?;
+        let initrd =
+            fs::read(staging.join(&deployed.initrd)).context("reading the deployed initramfs")?;
         let esp_entry = BootEntry {
             title: format!("Basalt {} ({})", m.version, &commit[..10]),
             version: m.version.clone(),
@@ -226,17 +271,44 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
             ..entry.clone()
         };
         let entry_text = esp_entry.render();
-        let entry_name = format!("/loader/entries/{}", BootEntry::file_name("basalt-1", BOOT_TRIES));
+        let entry_name = format!(
+            "/loader/entries/{}",
+            BootEntry::file_name("basalt-1", BOOT_TRIES)
+        );
         let files = [
-            EspFile { path: "/EFI/BOOT/BOOTX64.EFI", data: &sdboot },
-            EspFile { path: "/EFI/systemd/systemd-bootx64.efi", data: &sdboot },
-            EspFile { path: "/loader/loader.conf", data: LOADER_CONF.as_bytes() },
-            EspFile { path: &entry_name, data: entry_text.as_bytes() },
-            EspFile { path: &entry.linux, data: &kernel },
-            EspFile { path: &entry.initrd, data: &initrd },
+            EspFile {
+                path: "/EFI/BOOT/BOOTX64.EFI",
+                data: &sdboot,
+            },
+            EspFile {
+                path: "/EFI/systemd/systemd-bootx64.efi",
+                data: &sdboot,
+            },
+            EspFile {
+                path: "/loader/loader.conf",
+                data: LOADER_CONF.as_bytes(),
+            },
+            EspFile {
+                path: &entry_name,
+                data: entry_text.as_bytes(),
+            },
+            EspFile {
+                path: &entry.linux,
+                data: &kernel,
+            },
+            EspFile {
+                path: &entry.initrd,
+                data: &initrd,
+            },
         ];
         let tmp = disk_path.with_extension("raw.tmp");
-        let inputs = DiskInputs { staging: &staging, esp_files: &files, size: m.disk_bytes(), seed: &commit, source_date: date };
+        let inputs = DiskInputs {
+            staging: &staging,
+            esp_files: &files,
+            size: m.disk_bytes(),
+            seed: &commit,
+            source_date: date,
+        };
         if let Err(e) = disk::write_disk(&inputs, &tmp) {
             let _ = fs::remove_file(&tmp);
             return Err(e.context(format!("{}: building the disk image", lm.source_name)));
@@ -247,9 +319,16 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
 
     let mut artifacts = Vec::new();
     for fmt in &m.formats {
-        let dest = opts.output_dir.join(format!("{}-{}.{}", m.name, m.version, fmt.extension()));
+        let dest = opts
+            .output_dir
+            .join(format!("{}-{}.{}", m.name, m.version, fmt.extension()));
         let art = stages.run(&format!("format-{}", fmt.extension()), || {
-            let tmp = opts.output_dir.join(format!(".{}-{}.{}.basalt-tmp", m.name, m.version, fmt.extension()));
+            let tmp = opts.output_dir.join(format!(
+                ".{}-{}.{}.basalt-tmp",
+                m.name,
+                m.version,
+                fmt.extension()
+            ));
             let res = write_format(*fmt, &disk_path, &tmp);
             if let Err(e) = res {
                 let _ = fs::remove_file(&tmp);
@@ -259,7 +338,15 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
             let sha256 = util::sha256_file(&tmp)?;
             crate::progress::check_interrupted("formats")?;
             util::finish_artifact(&tmp, &dest)?;
-            Ok((Artifact { format: fmt.extension().into(), path: dest.display().to_string(), size, sha256 }, false))
+            Ok((
+                Artifact {
+                    format: fmt.extension().into(),
+                    path: dest.display().to_string(),
+                    size,
+                    sha256,
+                },
+                false,
+            ))
         })?;
         artifacts.push(art);
     }
@@ -282,9 +369,15 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         artifacts,
         stages: stages.timings.clone(),
     };
-    let record_path = opts.output_dir.join(format!("{}-{}.json", m.name, m.version));
+    let record_path = opts
+        .output_dir
+        .join(format!("{}-{}.json", m.name, m.version));
     util::write_atomic(&record_path, &serde_json::to_vec_pretty(&record)?)?;
-    Ok(BuildResult { record, record_path, summary: stages.summary() })
+    Ok(BuildResult {
+        record,
+        record_path,
+        summary: stages.summary(),
+    })
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -299,14 +392,31 @@ fn write_format(fmt: Format, raw: &Path, tmp: &Path) -> Result<()> {
     match fmt {
         Format::Qcow2 => {
             Command::new("qemu-img")
-                .args(["convert", "-q", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd", "-m", "4", "-W"])
+                .args([
+                    "convert",
+                    "-q",
+                    "-f",
+                    "raw",
+                    "-O",
+                    "qcow2",
+                    "-c",
+                    "-o",
+                    "compression_type=zstd",
+                    "-m",
+                    "4",
+                    "-W",
+                ])
                 .arg(raw)
                 .arg(tmp)
                 .run_capture()?;
         }
         Format::Raw => {
             // Keep holes: the raw disk is mostly empty space.
-            Command::new("cp").args(["--sparse=always", "--reflink=auto"]).arg(raw).arg(tmp).run_capture()?;
+            Command::new("cp")
+                .args(["--sparse=always", "--reflink=auto"])
+                .arg(raw)
+                .arg(tmp)
+                .run_capture()?;
         }
     }
     Ok(())

@@ -54,7 +54,10 @@ impl Stages {
         let start = Instant::now();
         let bar = if self.tty {
             let b = ProgressBar::new_spinner();
-            b.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             b.set_message(name.to_string());
             b.enable_steady_tick(Duration::from_millis(120));
             Some(b)
@@ -84,7 +87,12 @@ impl Stages {
         let mut total = 0.0;
         for t in &self.timings {
             total += t.seconds;
-            s.push_str(&format!("{:<17} {:>7.1}  {}\n", t.stage, t.seconds, if t.cached { "yes" } else { "no" }));
+            s.push_str(&format!(
+                "{:<17} {:>7.1}  {}\n",
+                t.stage,
+                t.seconds,
+                if t.cached { "yes" } else { "no" }
+            ));
         }
         s.push_str(&format!("{:<17} {:>7.1}\n", "total", total));
         s

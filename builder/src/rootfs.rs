@@ -74,7 +74,13 @@ pub fn ensure(m: &Manifest, cache_dir: &Path) -> Result<(Rootfs, bool)> {
     let meta_path = dir.join("meta.json");
     if let Ok(text) = std::fs::read_to_string(&meta_path) {
         if let Ok(meta) = serde_json::from_str::<RootfsMeta>(&text) {
-            return Ok((Rootfs { tree: dir.join("tree"), meta }, true));
+            return Ok((
+                Rootfs {
+                    tree: dir.join("tree"),
+                    meta,
+                },
+                true,
+            ));
         }
     }
     let tmp = cache_dir.join("rootfs").join(format!("{key}.tmp"));
@@ -97,8 +103,15 @@ pub fn ensure(m: &Manifest, cache_dir: &Path) -> Result<(Rootfs, bool)> {
         created,
     };
     util::write_atomic(&tmp.join("meta.json"), &serde_json::to_vec_pretty(&meta)?)?;
-    std::fs::rename(&tmp, &dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
-    Ok((Rootfs { tree: dir.join("tree"), meta }, false))
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("renaming {} into place", tmp.display()))?;
+    Ok((
+        Rootfs {
+            tree: dir.join("tree"),
+            meta,
+        },
+        false,
+    ))
 }
 
 fn now_secs() -> u64 {
@@ -155,7 +168,8 @@ pub fn mmdebstrap_error(stderr: &[u8]) -> String {
 
 /// Installed packages and versions from a dpkg status file.
 pub fn read_dpkg_status(path: &Path) -> Result<Vec<Package>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
         let (mut name, mut version, mut installed) = (None, None, false);
@@ -193,8 +207,14 @@ mod tests {
         assert_eq!(
             pkgs,
             vec![
-                Package { name: "bash".into(), version: "5.2-2".into() },
-                Package { name: "zlib1g".into(), version: "1:1.2".into() },
+                Package {
+                    name: "bash".into(),
+                    version: "5.2-2".into()
+                },
+                Package {
+                    name: "zlib1g".into(),
+                    version: "1:1.2".into()
+                },
             ]
         );
     }
@@ -203,6 +223,9 @@ mod tests {
     fn apt_errors_are_picked_out() {
         let stderr = b"I: chroot architecture amd64\nE: Unable to locate package nosuchpkg\nE: apt-get --yes failed\nE: mmdebstrap failed to run\n";
         let msg = mmdebstrap_error(stderr);
-        assert_eq!(msg, "mmdebstrap failed: E: Unable to locate package nosuchpkg");
+        assert_eq!(
+            msg,
+            "mmdebstrap failed: E: Unable to locate package nosuchpkg"
+        );
     }
 }

@@ -17,7 +17,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -48,7 +50,8 @@ pub fn finish_artifact(tmp: &Path, dest: &Path) -> Result<()> {
     File::open(tmp)
         .and_then(|f| f.sync_all())
         .with_context(|| format!("syncing {}", tmp.display()))?;
-    fs::rename(tmp, dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+    fs::rename(tmp, dest)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
     if let Some(d) = dest.parent() {
         if let Ok(d) = File::open(d) {
             let _ = d.sync_all();
@@ -124,7 +127,10 @@ mod tests {
 
     #[test]
     fn cache_key_is_order_sensitive() {
-        assert_ne!(cache_key(&[("a", "b"), ("c", "d")]), cache_key(&[("c", "d"), ("a", "b")]));
+        assert_ne!(
+            cache_key(&[("a", "b"), ("c", "d")]),
+            cache_key(&[("c", "d"), ("a", "b")])
+        );
         assert_eq!(cache_key(&[("a", "b")]).len(), 32);
     }
 }

@@ -91,44 +91,76 @@ impl Vm {
         fs::copy(OVMF_VARS, &vars)?;
         let qmp = workdir.path().join("qmp.sock");
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-machine", "q35,accel=tcg", "-cpu", "max", "-no-user-config", "-nodefaults"])
-            .args(["-m", &opts.memory_mib.to_string(), "-smp", &opts.cpus.to_string()])
-            .args(["-display", "none", "-vga", "none"])
-            .arg("-drive")
-            .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
-            .arg("-drive")
-            .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
-            .arg("-drive")
-            .arg(format!(
-                "file={},if=virtio,format={},snapshot={},cache=unsafe",
-                opts.image.display(),
-                image_format(&opts.image),
-                if opts.snapshot { "on" } else { "off" }
-            ))
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+        cmd.args([
+            "-machine",
+            "q35,accel=tcg",
+            "-cpu",
+            "max",
+            "-no-user-config",
+            "-nodefaults",
+        ])
+        .args([
+            "-m",
+            &opts.memory_mib.to_string(),
+            "-smp",
+            &opts.cpus.to_string(),
+        ])
+        .args(["-display", "none", "-vga", "none"])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,format={},snapshot={},cache=unsafe",
+            opts.image.display(),
+            image_format(&opts.image),
+            if opts.snapshot { "on" } else { "off" }
+        ))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()));
         for d in &opts.extra_disks {
-            cmd.arg("-drive").arg(format!("file={},if=virtio,format={}", d.display(), image_format(d)));
+            cmd.arg("-drive").arg(format!(
+                "file={},if=virtio,format={}",
+                d.display(),
+                image_format(d)
+            ));
         }
         let mut nic = String::from("user,model=virtio-net-pci,restrict=off");
         if let Some(port) = opts.ssh_port {
             nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
         }
         cmd.arg("-nic").arg(nic);
-        cmd.arg("-object").arg("rng-random,filename=/dev/urandom,id=rng0").args(["-device", "virtio-rng-pci,rng=rng0"]);
+        cmd.arg("-object")
+            .arg("rng-random,filename=/dev/urandom,id=rng0")
+            .args(["-device", "virtio-rng-pci,rng=rng0"]);
 
-        let console_log = opts.console_log.clone().unwrap_or_else(|| workdir.path().join("console.log"));
+        let console_log = opts
+            .console_log
+            .clone()
+            .unwrap_or_else(|| workdir.path().join("console.log"));
         let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
         let started = Instant::now();
         let child = if opts.interactive {
             cmd.args(["-serial", "mon:stdio"]);
-            cmd.spawn().context("starting qemu-system-x86_64 (run ci/install-deps)")?
+            cmd.spawn()
+                .context("starting qemu-system-x86_64 (run ci/install-deps)")?
         } else {
             cmd.args(["-serial", "stdio", "-monitor", "none"]);
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-            let mut child = cmd.spawn().context("starting qemu-system-x86_64 (run ci/install-deps)")?;
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd
+                .spawn()
+                .context("starting qemu-system-x86_64 (run ci/install-deps)")?;
             let out = child.stdout.take().context("qemu stdout")?;
-            let log = File::create(&console_log).with_context(|| format!("creating {}", console_log.display()))?;
+            let log = File::create(&console_log)
+                .with_context(|| format!("creating {}", console_log.display()))?;
             let c = console.clone();
             std::thread::spawn(move || capture(out, log, c, started));
             let err = child.stderr.take().context("qemu stderr")?;
@@ -137,14 +169,21 @@ impl Vm {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     let (m, cv) = &*c;
                     if let Ok(mut g) = m.lock() {
-                        g.lines.push((started.elapsed().as_secs_f64(), format!("[qemu] {line}")));
+                        g.lines
+                            .push((started.elapsed().as_secs_f64(), format!("[qemu] {line}")));
                     }
                     cv.notify_all();
                 }
             });
             child
         };
-        Ok(Self { child, workdir, console, started, console_log })
+        Ok(Self {
+            child,
+            workdir,
+            console,
+            started,
+            console_log,
+        })
     }
 
     /// Waits for a console line containing `needle`; returns the line and
@@ -152,7 +191,9 @@ impl Vm {
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Result<(String, f64)> {
         let deadline = Instant::now() + timeout;
         let (m, cv) = &*self.console;
-        let mut g = m.lock().map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
+        let mut g = m
+            .lock()
+            .map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
         let mut seen = 0;
         loop {
             for (t, l) in &g.lines[seen..] {
@@ -162,20 +203,32 @@ impl Vm {
             }
             seen = g.lines.len();
             if g.closed {
-                bail!("QEMU exited before the console showed {needle:?}\n{}", tail(&g.lines));
+                bail!(
+                    "QEMU exited before the console showed {needle:?}\n{}",
+                    tail(&g.lines)
+                );
             }
             let now = Instant::now();
             if now >= deadline {
-                bail!("no console line with {needle:?} within {}s\n{}", timeout.as_secs(), tail(&g.lines));
+                bail!(
+                    "no console line with {needle:?} within {}s\n{}",
+                    timeout.as_secs(),
+                    tail(&g.lines)
+                );
             }
-            g = cv.wait_timeout(g, deadline - now).map_err(|_| anyhow::anyhow!("console lock poisoned"))?.0;
+            g = cv
+                .wait_timeout(g, deadline - now)
+                .map_err(|_| anyhow::anyhow!("console lock poisoned"))?
+                .0;
         }
     }
 
     /// All console lines so far.
     pub fn console_text(&self) -> String {
         let (m, _) = &*self.console;
-        m.lock().map(|g| g.lines.iter().map(|(_, l)| format!("{l}\n")).collect()).unwrap_or_default()
+        m.lock()
+            .map(|g| g.lines.iter().map(|(_, l)| format!("{l}\n")).collect())
+            .unwrap_or_default()
     }
 
     /// Waits for QEMU to exit by itself (the guest powered off).
@@ -189,7 +242,11 @@ impl Vm {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("guest did not power off within {}s\n{}", timeout.as_secs(), self.tail_now());
+                bail!(
+                    "guest did not power off within {}s\n{}",
+                    timeout.as_secs(),
+                    self.tail_now()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -246,7 +303,12 @@ fn tail(lines: &[(f64, String)]) -> String {
     s
 }
 
-fn capture(mut out: impl Read, mut log: File, console: Arc<(Mutex<Console>, Condvar)>, started: Instant) {
+fn capture(
+    mut out: impl Read,
+    mut log: File,
+    console: Arc<(Mutex<Console>, Condvar)>,
+    started: Instant,
+) {
     let mut buf = [0u8; 4096];
     let mut partial = Vec::new();
     let (m, cv) = &*console;
@@ -273,7 +335,10 @@ fn capture(mut out: impl Read, mut log: File, console: Arc<(Mutex<Console>, Cond
     }
     if let Ok(mut g) = m.lock() {
         if !partial.is_empty() {
-            g.lines.push((started.elapsed().as_secs_f64(), String::from_utf8_lossy(&partial).into_owned()));
+            g.lines.push((
+                started.elapsed().as_secs_f64(),
+                String::from_utf8_lossy(&partial).into_owned(),
+            ));
         }
         g.closed = true;
     }
@@ -302,7 +367,8 @@ fn strip_ansi(s: &str) -> String {
 }
 
 fn qmp_command(sock: &Path, command: &str) -> Result<()> {
-    let mut s = UnixStream::connect(sock).with_context(|| format!("connecting to QMP at {}", sock.display()))?;
+    let mut s = UnixStream::connect(sock)
+        .with_context(|| format!("connecting to QMP at {}", sock.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut r = BufReader::new(s.try_clone()?);
     let mut line = String::new();
@@ -327,7 +393,10 @@ pub fn copy_with_kernel_args(image: &Path, dir: &Path, args: &[String]) -> Resul
         .arg(&raw)
         .run_capture()?;
     let mut f = OpenOptions::new().read(true).write(true).open(&raw)?;
-    let disk = gpt::GptConfig::new().writable(false).open_from_device(&mut f).context("reading the image's GPT")?;
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open_from_device(&mut f)
+        .context("reading the image's GPT")?;
     let esp = disk
         .partitions()
         .values()
@@ -340,7 +409,12 @@ pub fn copy_with_kernel_args(image: &Path, dir: &Path, args: &[String]) -> Resul
     let fs = fatfs::FileSystem::new(Slice::new(&mut f, start, len), fatfs::FsOptions::new())?;
     {
         let entries = fs.root_dir().open_dir("loader")?.open_dir("entries")?;
-        let names: Vec<String> = entries.iter().flatten().filter(|e| e.is_file()).map(|e| e.file_name()).collect();
+        let names: Vec<String> = entries
+            .iter()
+            .flatten()
+            .filter(|e| e.is_file())
+            .map(|e| e.file_name())
+            .collect();
         if names.is_empty() {
             bail!("no boot entries on the ESP of {}", image.display());
         }
@@ -349,7 +423,13 @@ pub fn copy_with_kernel_args(image: &Path, dir: &Path, args: &[String]) -> Resul
             entries.open_file(&name)?.read_to_string(&mut text)?;
             let new: String = text
                 .lines()
-                .map(|l| if l.starts_with("options ") { format!("{l} {}\n", args.join(" ")) } else { format!("{l}\n") })
+                .map(|l| {
+                    if l.starts_with("options ") {
+                        format!("{l} {}\n", args.join(" "))
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
                 .collect();
             let mut file = entries.open_file(&name)?;
             file.truncate()?;

@@ -1,0 +1,20 @@
+//! Everything that runs on a Basalt host.
+//!
+//! One binary plays three roles, picked by [`cli::run`]:
+//! - `/init` in the initramfs ([`initrd`]): load modules, mount the root
+//!   filesystem, set up the ostree deployment and switch into it;
+//! - `/sbin/init`, PID 1 of the booted system ([`init`]);
+//! - the `basaltctl` command line tool.
+
+pub mod apifs;
+pub mod cli;
+pub mod cmdline;
+pub mod console;
+pub mod fsutil;
+pub mod init;
+pub mod initrd;
+pub mod mountinfo;
+pub mod osrelease;
+pub mod ostree;
+pub mod power;
+pub mod sys;
