@@ -34,6 +34,9 @@ pub const INITRD_MODULES: &[&str] = &[
 ];
 
 /// The list file the agent reads in the initramfs.
+/// Bump when the archive layout changes so cached images are rebuilt.
+pub const FORMAT_VERSION: &str = "initrd-v2";
+
 pub const MODULE_LIST_PATH: &str = "etc/basalt/initrd-modules";
 
 fn canonical(name: &str) -> String {
@@ -146,7 +149,12 @@ pub fn build(tree: &Path, kver: &str, agent: &[u8]) -> Result<Vec<u8>> {
         0o644,
         deps.render_subset(&files).as_bytes(),
     )?;
-    let list: String = INITRD_MODULES.iter().map(|m| format!("{m}\n")).collect();
+    // Only what is really a module: built-in drivers need no loading.
+    let list: String = INITRD_MODULES
+        .iter()
+        .filter(|m| !missing.iter().any(|x| x == *m))
+        .map(|m| format!("{m}\n"))
+        .collect();
     w.file(MODULE_LIST_PATH, 0o644, list.as_bytes())?;
     Ok(w.finish()?)
 }

@@ -137,8 +137,47 @@ fn move_etc(tree: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The package database lives read-only in /usr (the image's packages change
+/// only with the image); /var/lib/dpkg links to it so `dpkg -l` still works.
+pub const DPKG_DB: &str = "usr/lib/basalt/dpkg";
+
+/// Build-time leftovers in /var that a booted host has no use for.
+const VAR_LEFTOVERS: &[&str] = &["cache", "log", "lib/apt"];
+
+/// Moves the dpkg database into /usr and empties build-only /var directories.
+fn slim_var(tree: &Path) -> Result<()> {
+    let var = tree.join("var");
+    let dpkg = var.join("lib/dpkg");
+    if dpkg.is_dir() {
+        let dest = tree.join(DPKG_DB);
+        fs::create_dir_all(dest.parent().unwrap_or(tree))?;
+        fs::rename(&dpkg, &dest).context("moving the dpkg database into /usr")?;
+        symlink(Path::new("/").join(DPKG_DB), &dpkg)?;
+    }
+    for d in VAR_LEFTOVERS {
+        let p = var.join(d);
+        if !p.is_dir() {
+            continue;
+        }
+        // Keep the directory skeleton, drop the files.
+        let mut stack = vec![p];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir)? {
+                let e = e?;
+                if e.file_type()?.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    fs::remove_file(e.path())?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Turns the contents of `/var` into a factory copy and creation rules, and empties `/var`.
 fn capture_var(tree: &Path) -> Result<()> {
+    slim_var(tree)?;
     let var = tree.join("var");
     let factory = tree.join(FACTORY_VAR);
     fs::create_dir_all(factory.parent().unwrap_or(tree))?;
@@ -223,6 +262,7 @@ mod tests {
         fs::write(t.join("boot/config-6.1.0-test"), b"cfg").unwrap();
         fs::write(t.join("etc/hostname"), b"x\n").unwrap();
         fs::write(t.join("var/lib/dpkg/status"), b"Package: a\n").unwrap();
+        fs::write(t.join("var/log/keep"), b"build log").unwrap();
         symlink("/run", t.join("var/run")).unwrap();
         fs::write(t.join("root/.bashrc"), b"# rc\n").unwrap();
         fs::write(t.join("dev/null"), b"").unwrap();
@@ -261,15 +301,26 @@ mod tests {
             b"# rc\n"
         );
         let rules = fs::read_to_string(t.join(VAR_RULES)).unwrap();
-        assert!(rules.contains("d /var/lib/dpkg 0755"), "{rules}");
         assert!(
-            rules.contains("C /var/lib/dpkg/status - - - - /usr/share/factory/var/lib/dpkg/status"),
+            rules.contains("L /var/lib/dpkg - - - - /usr/lib/basalt/dpkg"),
+            "{rules}"
+        );
+        assert_eq!(
+            fs::read(t.join(DPKG_DB).join("status")).unwrap(),
+            b"Package: a\n"
+        );
+        assert!(!rules.contains("/var/log/keep"), "{rules}");
+        assert!(rules.contains("d /var/log 0755"), "{rules}");
+        assert!(
+            rules.contains(
+                "C /var/roothome/.bashrc - - - - /usr/share/factory/var/roothome/.bashrc"
+            ),
             "{rules}"
         );
         assert!(rules.contains("L /var/run - - - - /run"), "{rules}");
         // parents come before children
         let lib = rules.find("d /var/lib ").unwrap();
-        let dpkg = rules.find("d /var/lib/dpkg ").unwrap();
+        let dpkg = rules.find("L /var/lib/dpkg ").unwrap();
         assert!(lib < dpkg);
     }
 

@@ -145,6 +145,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     })?;
 
     let initrd_key = util::cache_key(&[
+        ("format", initramfs::FORMAT_VERSION),
         ("rootfs", &rootfs.meta.key),
         ("agent", &agent_hash),
         ("modules", &initramfs::INITRD_MODULES.join(",")),

@@ -14,7 +14,7 @@ use crate::ostreeify;
 use crate::util;
 
 /// Bump when the stage's output changes shape, so old cache entries are not reused.
-const STAGE_VERSION: &str = "rootfs-v1";
+const STAGE_VERSION: &str = "rootfs-v2";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Package {
@@ -89,9 +89,21 @@ pub fn ensure(m: &Manifest, cache_dir: &Path) -> Result<(Rootfs, bool)> {
     crate::cleanup::remove_tree(&dir)?;
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let tree = tmp.join("tree");
-    run_mmdebstrap(m, &tree)?;
-    let packages = read_dpkg_status(&tree.join("var/lib/dpkg/status"))?;
-    let kernel_version = ostreeify::apply(&tree)?;
+    let made = (|| -> Result<(Vec<Package>, String)> {
+        run_mmdebstrap(m, &tree)?;
+        let packages = read_dpkg_status(&tree.join("var/lib/dpkg/status"))?;
+        let kernel_version = ostreeify::apply(&tree)?;
+        Ok((packages, kernel_version))
+    })();
+    let (packages, kernel_version) = match made {
+        Ok(v) => v,
+        Err(e) => {
+            // Leave no half-made tree in the cache.
+            let _ = crate::cleanup::unmount_below(&tmp);
+            let _ = crate::cleanup::remove_tree(&tmp);
+            return Err(e);
+        }
+    };
     let created = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -17,8 +17,10 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::CommandRunExt;
 use crate::esp::Slice;
 
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// The 2 MiB build: same firmware, smaller variable store, and about a second
+/// faster to reach the boot loader under TCG than the 4 MiB one.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
 /// Lines of console shown in a failure message.
 const CONSOLE_TAIL_LINES: usize = 40;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,11 +133,15 @@ impl Vm {
                 image_format(d)
             ));
         }
-        let mut nic = String::from("user,model=virtio-net-pci,restrict=off");
+        let mut netdev = String::from("user,id=net0");
         if let Some(port) = opts.ssh_port {
-            nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
         }
-        cmd.arg("-nic").arg(nic);
+        // No option ROM: iPXE adds over a second of firmware time under TCG
+        // and Basalt never network-boots.
+        cmd.arg("-netdev")
+            .arg(netdev)
+            .args(["-device", "virtio-net-pci,netdev=net0,romfile="]);
         cmd.arg("-object")
             .arg("rng-random,filename=/dev/urandom,id=rng0")
             .args(["-device", "virtio-rng-pci,rng=rng0"]);
