@@ -7,6 +7,7 @@
 //! - the `basaltctl` command line tool.
 
 pub mod apifs;
+pub mod bless;
 pub mod cli;
 pub mod cmdline;
 pub mod console;

@@ -88,6 +88,10 @@ pub struct BootArgs {
     /// Keep guest writes in the image (default: discarded)
     #[arg(long)]
     pub persistent: bool,
+    /// Let the guest reach the host (10.0.2.2) and the outside through QEMU
+    /// user networking (default: isolated, only forwarded ports reach it)
+    #[arg(long)]
+    pub host_network: bool,
     /// Capture the console to this file and wait for this line instead of attaching the terminal
     #[arg(long, requires = "console_log")]
     pub wait_for: Option<String>,
@@ -167,6 +171,7 @@ fn boot(a: BootArgs) -> Result<()> {
     opts.ssh_port = a.ssh_port;
     opts.extra_disks = a.disks;
     opts.snapshot = !a.persistent;
+    opts.host_network = a.host_network;
     if let Some(needle) = a.wait_for {
         opts.console_log = a.console_log;
         let vm = vm::Vm::start(&opts)?;

@@ -38,6 +38,9 @@ pub fn write_overlay(dir: &Path, inp: &OverlayInputs<'_>) -> Result<()> {
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
         Ok(())
     };
+    for (path, contents, mode) in crate::hostfiles::HOST_FILES {
+        put(path, contents.as_bytes(), *mode)?;
+    }
     put(AGENT_PATH, inp.agent, 0o755)?;
     fs::create_dir_all(dir.join("usr/sbin"))?;
     symlink("../bin/basaltctl", dir.join(INIT_LINK))?;

@@ -28,14 +28,19 @@ pub const INITRD_MODULES: &[&str] = &[
     "nls_cp437",
     "nls_iso8859_1",
     "nls_ascii",
+    "nls_utf8",
     "isofs",
     "overlay",
     "ena",
+    // PID 1 needs these early: the power button, and efivarfs + vfat to bless the boot entry.
+    "button",
+    "evdev",
+    "efivarfs",
 ];
 
 /// The list file the agent reads in the initramfs.
 /// Bump when the archive layout changes so cached images are rebuilt.
-pub const FORMAT_VERSION: &str = "initrd-v2";
+pub const FORMAT_VERSION: &str = "initrd-v3";
 
 pub const MODULE_LIST_PATH: &str = "etc/basalt/initrd-modules";
 

@@ -11,6 +11,7 @@ pub mod customise;
 pub mod deploy;
 pub mod disk;
 pub mod esp;
+pub mod hostfiles;
 pub mod initramfs;
 pub mod manifest;
 pub mod ostreeify;

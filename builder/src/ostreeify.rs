@@ -127,6 +127,16 @@ fn move_etc(tree: &Path) -> Result<()> {
         );
     }
     fs::rename(&etc, &usr_etc).context("moving /etc to /usr/etc")?;
+    // Host keys made by openssh-server's postinst would be shared by every
+    // host booted from the image; each host makes its own at first boot.
+    let ssh = usr_etc.join("ssh");
+    if let Ok(rd) = fs::read_dir(&ssh) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+                fs::remove_file(e.path())?;
+            }
+        }
+    }
     // machine-id starts empty: the host makes one at first boot.
     fs::write(usr_etc.join("machine-id"), b"")?;
     let os_release = usr_etc.join("os-release");
@@ -261,6 +271,9 @@ mod tests {
         fs::write(t.join("boot/vmlinuz-6.1.0-test"), b"kernel").unwrap();
         fs::write(t.join("boot/config-6.1.0-test"), b"cfg").unwrap();
         fs::write(t.join("etc/hostname"), b"x\n").unwrap();
+        fs::create_dir_all(t.join("etc/ssh")).unwrap();
+        fs::write(t.join("etc/ssh/ssh_host_ed25519_key"), b"secret").unwrap();
+        fs::write(t.join("etc/ssh/sshd_config"), b"cfg").unwrap();
         fs::write(t.join("var/lib/dpkg/status"), b"Package: a\n").unwrap();
         fs::write(t.join("var/log/keep"), b"build log").unwrap();
         symlink("/run", t.join("var/run")).unwrap();
@@ -280,6 +293,8 @@ mod tests {
             b"kernel"
         );
         assert!(!t.join("etc").exists());
+        assert!(!t.join("usr/etc/ssh/ssh_host_ed25519_key").exists());
+        assert!(t.join("usr/etc/ssh/sshd_config").exists());
         assert_eq!(fs::read(t.join("usr/etc/hostname")).unwrap(), b"x\n");
         assert_eq!(
             fs::read_link(t.join("usr/etc/os-release")).unwrap(),

@@ -170,6 +170,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         ("initramfs", &initrd_key),
         ("agent", &agent_hash),
         ("files", &files_hash),
+        ("hostfiles", &crate::hostfiles::digest()),
         ("os-release", &customise::os_release(m)),
         ("date", &date.to_string()),
     ]);

@@ -14,7 +14,7 @@ use crate::ostreeify;
 use crate::util;
 
 /// Bump when the stage's output changes shape, so old cache entries are not reused.
-const STAGE_VERSION: &str = "rootfs-v2";
+const STAGE_VERSION: &str = "rootfs-v4";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Package {
@@ -64,6 +64,7 @@ pub fn cache_key(m: &Manifest) -> Result<String> {
         ("packages", &pkgs.join(",")),
         ("exclude", &m.exclude.join(",")),
         ("mirrors", &mirrors),
+        ("support", &SUPPORT_PACKAGES.join(",")),
     ]))
 }
 
@@ -133,17 +134,27 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Installed with every image. The kernel package needs some initramfs tool;
+/// tiny-initramfs satisfies that without pulling in udev's hardware database
+/// (initramfs-tools does, 22 MB). Its hook is excluded: Basalt makes its own
+/// initramfs.
+const SUPPORT_PACKAGES: &[&str] = &["tiny-initramfs"];
+/// mmdebstrap's hook that sets up the merged /usr before the essential set,
+/// so apt need not pull in the usrmerge converter (and with it all of perl).
+const MERGED_USR_HOOKS: &str = "/usr/share/mmdebstrap/hooks/merged-usr";
+
 fn run_mmdebstrap(m: &Manifest, target: &Path) -> Result<()> {
     let mut include = vec![m.kernel.clone()];
+    include.extend(SUPPORT_PACKAGES.iter().map(|s| s.to_string()));
     include.extend(m.packages.iter().cloned());
     let mut cmd = Command::new("mmdebstrap");
     cmd.arg("--variant=essential")
         .arg("--mode=root")
+        .arg(format!("--hook-dir={MERGED_USR_HOOKS}"))
         .arg(format!("--include={}", include.join(",")))
         .arg("--aptopt=Acquire::Languages \"none\"")
-        // The kernel's postinst would run initramfs-tools; Basalt makes its own initramfs.
-        .arg("--dpkgopt=path-exclude=/etc/kernel/postinst.d/initramfs-tools")
-        .arg("--dpkgopt=path-exclude=/etc/kernel/postinst.d/dracut");
+        // Kernel install hooks would build another initramfs or touch a boot loader.
+        .arg("--dpkgopt=path-exclude=/etc/kernel/postinst.d/*");
     for ex in &m.exclude {
         cmd.arg(format!("--dpkgopt=path-exclude={ex}"));
     }

@@ -39,6 +39,10 @@ pub struct VmOpts {
     pub console_log: Option<PathBuf>,
     /// Serial console on this terminal instead of captured (`basalt boot`).
     pub interactive: bool,
+    /// Let the guest reach the host (10.0.2.2) and beyond through QEMU's
+    /// user networking. Off by default: the guest is isolated (`restrict=on`)
+    /// and only the forwarded ports reach it.
+    pub host_network: bool,
 }
 
 impl VmOpts {
@@ -52,6 +56,7 @@ impl VmOpts {
             snapshot: true,
             console_log: None,
             interactive: false,
+            host_network: false,
         }
     }
 }
@@ -133,7 +138,10 @@ impl Vm {
                 image_format(d)
             ));
         }
-        let mut netdev = String::from("user,id=net0");
+        let mut netdev = format!(
+            "user,id=net0,restrict={}",
+            if opts.host_network { "off" } else { "on" }
+        );
         if let Some(port) = opts.ssh_port {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
         }

@@ -9,6 +9,7 @@
 pub mod events;
 pub mod fscheck;
 pub mod identity;
+pub mod powerbutton;
 pub mod shutdown;
 pub mod tmpfiles;
 
