@@ -289,6 +289,50 @@ impl Vm {
         Ok(())
     }
 
+    /// Runs `command` in the guest over SSH (forwarded port, key login as root).
+    pub fn ssh(&self, port: u16, key: &Path, command: &str) -> Result<std::process::Output> {
+        Command::new("ssh")
+            .args(["-p", &port.to_string(), "-i"])
+            .arg(key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "LogLevel=ERROR",
+                "root@127.0.0.1",
+                command,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .context("running ssh (package openssh-client)")
+    }
+
+    /// Retries `true` over SSH until it works; fails with the console tail.
+    pub fn wait_for_ssh(&self, port: u16, key: &Path, timeout: Duration) -> Result<f64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.ssh(port, key, "true")?;
+            if out.status.success() {
+                return Ok(self.started.elapsed().as_secs_f64());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no SSH login on 127.0.0.1:{port} within {}s: {}\n{}",
+                    timeout.as_secs(),
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    self.tail_now()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Waits for an interactive session to end.
     pub fn wait_interactive(mut self) -> Result<()> {
         let st = self.child.wait()?;
@@ -468,4 +512,48 @@ mod tests {
     fn ansi_is_stripped() {
         assert_eq!(strip_ansi("\u{1b}[2J\u{1b}[01;01Hhello\u{1b}[0m"), "hello");
     }
+}
+
+/// What an ext4 superblock says about how the filesystem was left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ext4State {
+    /// `s_state` has the "cleanly unmounted" bit.
+    pub clean: bool,
+    /// The journal needs replaying (`needs_recovery` incompat flag).
+    pub needs_recovery: bool,
+}
+
+/// Reads the root partition's ext4 superblock from a raw disk image, the way
+/// `e2fsck -n` would judge whether the last shutdown left it consistent.
+pub fn root_fs_state(raw: &Path) -> Result<Ext4State> {
+    use std::io::{Seek, SeekFrom};
+    const EXT4_MAGIC: u16 = 0xef53;
+    const INCOMPAT_RECOVER: u32 = 0x4;
+    let mut f = File::open(raw).with_context(|| format!("opening {}", raw.display()))?;
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open_from_device(&mut f)
+        .context("reading the GPT")?;
+    let root = disk
+        .partitions()
+        .values()
+        .find(|p| p.part_type_guid == gpt::partition_types::LINUX_ROOT_X64)
+        .cloned()
+        .context("no root partition")?;
+    drop(disk);
+    let mut sb = [0u8; 1024];
+    f.seek(SeekFrom::Start(root.first_lba * 512 + 1024))?;
+    f.read_exact(&mut sb)?;
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != EXT4_MAGIC {
+        bail!(
+            "no ext4 superblock on the root partition of {}",
+            raw.display()
+        );
+    }
+    let state = u16::from_le_bytes([sb[0x3a], sb[0x3b]]);
+    let incompat = u32::from_le_bytes([sb[0x60], sb[0x61], sb[0x62], sb[0x63]]);
+    Ok(Ext4State {
+        clean: state & 1 == 1,
+        needs_recovery: incompat & INCOMPAT_RECOVER != 0,
+    })
 }

@@ -146,3 +146,23 @@ fn harness_timeout_shows_console_tail() {
     assert!(err.contains("--- console tail ---"), "{err}");
     assert!(err.contains("Basalt: poweroff now"), "{err}");
 }
+
+/// The cleanliness check can fail: pulling the plug on a running host
+/// leaves the root filesystem's journal needing recovery.
+#[test]
+fn pulled_plug_leaves_root_fs_needing_recovery() {
+    let Some(img) = test_image("pulled_plug_leaves_root_fs_needing_recovery") else {
+        return;
+    };
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let raw = copy_with_kernel_args(&img.image, d.path(), &[]).unwrap();
+    let mut opts = VmOpts::new(&raw);
+    opts.snapshot = false;
+    opts.console_log = console_log("pulled-plug");
+    let vm = Vm::start(&opts).unwrap();
+    vm.wait_for("ready (commit ", READY_TIMEOUT).unwrap();
+    drop(vm); // kills QEMU
+    let state = basalt_builder::vm::root_fs_state(&raw).unwrap();
+    assert!(state.needs_recovery, "{state:?}");
+}
