@@ -52,7 +52,12 @@ pub fn parse_counted(name: &str) -> Option<Counted> {
     if stem.is_empty() {
         return None;
     }
-    Some(Counted { stem: stem.to_string(), left, done, ext: ext.to_string() })
+    Some(Counted {
+        stem: stem.to_string(),
+        left,
+        done,
+        ext: ext.to_string(),
+    })
 }
 
 /// The name an entry gets for a verdict; None when there is nothing to do.
@@ -61,7 +66,12 @@ pub fn renamed(name: &str, verdict: Verdict) -> Option<String> {
     match verdict {
         Verdict::Good => Some(format!("{}{}", c.stem, c.ext)),
         Verdict::Bad if c.left == 0 => None,
-        Verdict::Bad => Some(format!("{}+0-{}{}", c.stem, c.done.unwrap_or(0) + c.left, c.ext)),
+        Verdict::Bad => Some(format!(
+            "{}+0-{}{}",
+            c.stem,
+            c.done.unwrap_or(0) + c.left,
+            c.ext
+        )),
     }
 }
 
@@ -97,7 +107,8 @@ pub fn apply_verdict(esp_root: &Path, count_path: &str, verdict: Verdict) -> Res
         bail!("booted entry {} is not on the ESP", current.display());
     }
     let dest = current.with_file_name(&new_name);
-    fs::rename(&current, &dest).with_context(|| format!("renaming {} to {new_name}", current.display()))?;
+    fs::rename(&current, &dest)
+        .with_context(|| format!("renaming {} to {new_name}", current.display()))?;
     if let Some(dir) = dest.parent() {
         if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();
@@ -108,15 +119,29 @@ pub fn apply_verdict(esp_root: &Path, count_path: &str, verdict: Verdict) -> Res
 
 fn ensure_efivarfs(sys: &dyn Syscall) {
     let dir = Path::new(EFIVARS_DIR);
-    if dir.join(".").exists() && fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+    if dir.join(".").exists()
+        && fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
         return;
     }
-    let _ = sys.mount(Some(Path::new("efivarfs")), dir, Some("efivarfs"), libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV, None);
+    let _ = sys.mount(
+        Some(Path::new("efivarfs")),
+        dir,
+        Some("efivarfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV,
+        None,
+    );
 }
 
 fn record_state(state: &str) {
     let _ = fs::create_dir_all("/run/basalt");
-    let _ = crate::fsutil::write_atomic(Path::new(BOOT_STATE_FILE), format!("{state}\n").as_bytes(), 0o644);
+    let _ = crate::fsutil::write_atomic(
+        Path::new(BOOT_STATE_FILE),
+        format!("{state}\n").as_bytes(),
+        0o644,
+    );
 }
 
 fn verdict_on_esp(verdict: Verdict) -> Result<String> {
@@ -126,13 +151,21 @@ fn verdict_on_esp(verdict: Verdict) -> Result<String> {
     let Some(count_path) = read_loader_var(&efivars, "LoaderBootCountPath") else {
         return Ok("boot counting not in use (no LoaderBootCountPath)".to_string());
     };
-    let part = read_loader_var(&efivars, "LoaderDevicePartUUID").context("the boot loader did not name its ESP (LoaderDevicePartUUID)")?;
+    let part = read_loader_var(&efivars, "LoaderDevicePartUUID")
+        .context("the boot loader did not name its ESP (LoaderDevicePartUUID)")?;
     let spec = RootSpec::PartUuid(part.to_ascii_lowercase());
-    let dev = find_root_device(&sys, &DeviceDirs::system(), &spec).with_context(|| format!("ESP {spec} not found"))?;
+    let dev = find_root_device(&sys, &DeviceDirs::system(), &spec)
+        .with_context(|| format!("ESP {spec} not found"))?;
     let mnt = Path::new(ESP_MOUNT);
     fs::create_dir_all(mnt)?;
-    sys.mount(Some(&dev), mnt, Some("vfat"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)
-        .with_context(|| format!("mounting the ESP {} on {ESP_MOUNT}", dev.display()))?;
+    sys.mount(
+        Some(&dev),
+        mnt,
+        Some("vfat"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .with_context(|| format!("mounting the ESP {} on {ESP_MOUNT}", dev.display()))?;
     let res = apply_verdict(mnt, &count_path, verdict);
     let umount = sys.umount(mnt, 0);
     let msg = res?;
@@ -143,7 +176,11 @@ fn verdict_on_esp(verdict: Verdict) -> Result<String> {
 /// Marks the booted entry good (drops the counter).
 pub fn bless_boot() -> Result<String> {
     let r = verdict_on_esp(Verdict::Good);
-    record_state(if r.is_ok() { "blessed" } else { "healthy (bless failed)" });
+    record_state(if r.is_ok() {
+        "blessed"
+    } else {
+        "healthy (bless failed)"
+    });
     r
 }
 
@@ -160,13 +197,30 @@ mod tests {
 
     #[test]
     fn counter_names() {
-        assert_eq!(renamed("basalt-1+3.conf", Verdict::Good).as_deref(), Some("basalt-1.conf"));
-        assert_eq!(renamed("basalt-1+2-1.conf", Verdict::Good).as_deref(), Some("basalt-1.conf"));
-        assert_eq!(renamed("basalt-1+2-1.conf", Verdict::Bad).as_deref(), Some("basalt-1+0-3.conf"));
+        assert_eq!(
+            renamed("basalt-1+3.conf", Verdict::Good).as_deref(),
+            Some("basalt-1.conf")
+        );
+        assert_eq!(
+            renamed("basalt-1+2-1.conf", Verdict::Good).as_deref(),
+            Some("basalt-1.conf")
+        );
+        assert_eq!(
+            renamed("basalt-1+2-1.conf", Verdict::Bad).as_deref(),
+            Some("basalt-1+0-3.conf")
+        );
         assert_eq!(renamed("basalt-1+0-3.conf", Verdict::Bad), None);
         assert_eq!(renamed("basalt-1.conf", Verdict::Good), None);
         assert_eq!(renamed("a+b.conf", Verdict::Good), None);
-        assert_eq!(parse_counted("x+1-2.efi"), Some(Counted { stem: "x".into(), left: 1, done: Some(2), ext: ".efi".into() }));
+        assert_eq!(
+            parse_counted("x+1-2.efi"),
+            Some(Counted {
+                stem: "x".into(),
+                left: 1,
+                done: Some(2),
+                ext: ".efi".into()
+            })
+        );
     }
 
     #[test]
@@ -176,7 +230,10 @@ mod tests {
             raw.extend_from_slice(&u.to_le_bytes());
         }
         raw.extend_from_slice(&[0, 0]);
-        assert_eq!(decode_efi_string(&raw).as_deref(), Some("\\loader\\entries\\basalt-1+2-1.conf"));
+        assert_eq!(
+            decode_efi_string(&raw).as_deref(),
+            Some("\\loader\\entries\\basalt-1+2-1.conf")
+        );
         assert_eq!(decode_efi_string(&[1, 2]), None);
     }
 
@@ -186,9 +243,17 @@ mod tests {
         let entries = d.path().join("loader/entries");
         fs::create_dir_all(&entries).unwrap();
         fs::write(entries.join("basalt-1+2-1.conf"), b"title x\n").unwrap();
-        let msg = apply_verdict(d.path(), "\\loader\\entries\\basalt-1+2-1.conf", Verdict::Good).unwrap();
+        let msg = apply_verdict(
+            d.path(),
+            "\\loader\\entries\\basalt-1+2-1.conf",
+            Verdict::Good,
+        )
+        .unwrap();
         assert_eq!(msg, "basalt-1+2-1.conf -> basalt-1.conf");
-        assert_eq!(fs::read(entries.join("basalt-1.conf")).unwrap(), b"title x\n");
+        assert_eq!(
+            fs::read(entries.join("basalt-1.conf")).unwrap(),
+            b"title x\n"
+        );
         assert!(!entries.join("basalt-1+2-1.conf").exists());
 
         fs::write(entries.join("b+1-2.conf"), b"").unwrap();

@@ -4,15 +4,20 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::power::PowerAction;
+use crate::control::client;
+use crate::control::protocol::Request;
 
 const USAGE: &str = "\
 usage: basaltctl <command>
 
 commands:
-  version    print the version
-  poweroff   ask PID 1 to shut down and power off
-  reboot     ask PID 1 to shut down and reboot";
+  version                          print the version
+  status [--json]                  boot health and the booted commit
+  services [--json]                every service: state, pid, restarts, uptime, last exit
+  service status NAME [--json]     one service in detail
+  service start|stop|restart NAME  control one service (waits until it settles)
+  poweroff                         ask PID 1 to shut down and power off
+  reboot                           ask PID 1 to shut down and reboot";
 
 /// Pick the role from the process id and the initramfs marker, then run it.
 pub fn run() -> Result<()> {
@@ -23,37 +28,71 @@ pub fn run() -> Result<()> {
         }
         crate::init::run()
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let json = take_flag(&mut args, "--json");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
+    let named = |name: &&str| name.to_string();
+    let request = match args.as_slice() {
         ["version"] | ["--version"] => {
             println!("basaltctl {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+            return Ok(());
         }
-        ["poweroff"] => request_power_action(PowerAction::PowerOff),
-        ["reboot"] => request_power_action(PowerAction::Reboot),
         [] | ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
-            Ok(())
+            return Ok(());
         }
-        [other, ..] => bail!("unknown command {other:?}\n{USAGE}"),
-    }
+        ["status"] => Request::Status,
+        ["services"] => Request::Services,
+        ["service", "status", name] => Request::ServiceStatus { name: named(name) },
+        ["service", "start", name] => Request::ServiceStart { name: named(name) },
+        ["service", "stop", name] => Request::ServiceStop { name: named(name) },
+        ["service", "restart", name] => Request::ServiceRestart { name: named(name) },
+        ["poweroff"] => Request::Poweroff,
+        ["reboot"] => Request::Reboot,
+        _ => bail!("unknown command {:?}\n{USAGE}", args.join(" ")),
+    };
+    show(&request, json)
 }
 
-/// Signal PID 1; it does the actual shutdown.
-fn request_power_action(action: PowerAction) -> Result<()> {
-    // SAFETY: kill has no memory-safety preconditions.
-    if unsafe { libc::kill(1, action.signal()) } < 0 {
-        let err = std::io::Error::last_os_error();
-        bail!("asking PID 1 to {action}: {err}");
+/// Remove `flag` from `args`; returns whether it was there.
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != flag);
+    args.len() != before
+}
+
+/// Send `request` to PID 1 and print the answer.
+fn show(request: &Request, json: bool) -> Result<()> {
+    let response = client::request(request)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+        return Ok(());
+    }
+    if let Some(status) = &response.status {
+        print!("{}", client::status_text(status));
+    }
+    if let Some(services) = &response.services {
+        match request {
+            Request::Services => print!("{}", client::services_table(services)),
+            _ => services
+                .iter()
+                .for_each(|s| print!("{}", client::service_text(s))),
+        }
+    }
+    if let Some(message) = &response.message {
+        println!("{message}");
     }
     Ok(())
 }
 
-/// A panic in PID 1 would panic the kernel; report it and power off instead.
+/// A panic escaping PID 1 would panic the kernel: report it, and power off
+/// unless PID 1 catches it (a build with `panic = "unwind"`).
 fn install_pid1_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         crate::console::error(format_args!("internal error: {info}"));
-        crate::power::fatal_poweroff()
+        // Once the init event loop catches panics, it carries on by itself.
+        if !crate::init::PANICS_ARE_CAUGHT.load(std::sync::atomic::Ordering::SeqCst) {
+            crate::power::fatal_poweroff()
+        }
     }));
 }

@@ -137,6 +137,13 @@ fn move_etc(tree: &Path) -> Result<()> {
             }
         }
     }
+    // The build machine's resolver means nothing on the host; DHCP or
+    // cloud-init fills it in.
+    let resolv = usr_etc.join("resolv.conf");
+    if fs::symlink_metadata(&resolv).is_ok() {
+        fs::remove_file(&resolv)?;
+    }
+    fs::write(&resolv, b"")?;
     // machine-id starts empty: the host makes one at first boot.
     fs::write(usr_etc.join("machine-id"), b"")?;
     let os_release = usr_etc.join("os-release");
@@ -271,6 +278,7 @@ mod tests {
         fs::write(t.join("boot/vmlinuz-6.1.0-test"), b"kernel").unwrap();
         fs::write(t.join("boot/config-6.1.0-test"), b"cfg").unwrap();
         fs::write(t.join("etc/hostname"), b"x\n").unwrap();
+        fs::write(t.join("etc/resolv.conf"), b"nameserver 192.0.2.1\n").unwrap();
         fs::create_dir_all(t.join("etc/ssh")).unwrap();
         fs::write(t.join("etc/ssh/ssh_host_ed25519_key"), b"secret").unwrap();
         fs::write(t.join("etc/ssh/sshd_config"), b"cfg").unwrap();
@@ -295,6 +303,7 @@ mod tests {
         assert!(!t.join("etc").exists());
         assert!(!t.join("usr/etc/ssh/ssh_host_ed25519_key").exists());
         assert!(t.join("usr/etc/ssh/sshd_config").exists());
+        assert_eq!(fs::read(t.join("usr/etc/resolv.conf")).unwrap(), b"");
         assert_eq!(fs::read(t.join("usr/etc/hostname")).unwrap(), b"x\n");
         assert_eq!(
             fs::read_link(t.join("usr/etc/os-release")).unwrap(),

@@ -14,7 +14,7 @@ use crate::ostreeify;
 use crate::util;
 
 /// Bump when the stage's output changes shape, so old cache entries are not reused.
-const STAGE_VERSION: &str = "rootfs-v4";
+const STAGE_VERSION: &str = "rootfs-v5";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Package {

@@ -66,6 +66,11 @@ impl SignalEvents {
         }
     }
 
+    /// The descriptor to poll for readability.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// Wait for the next signal.
     pub fn next_event(&self) -> io::Result<Event> {
         // SAFETY: signalfd_siginfo is plain old data; read fills at most its size.

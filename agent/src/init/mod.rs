@@ -1,19 +1,24 @@
 //! PID 1 of the booted system.
 //!
 //! [`run`] does the boot tasks once (API filesystems, first-boot `/var`,
-//! identity, the ready line) and then serves [`events::Event`]s forever:
-//! reaping children and shutting down on request. Services, the journal,
-//! cloud-init and the update agent hook into the boot tasks and the event
-//! loop. PID 1 never exits; fatal errors power the machine off.
+//! identity, the ready line), starts the services and then runs the
+//! [`runtime::Runtime`] event loop forever: supervision, the control
+//! socket, the boot health decision and shutdown. The journal, cloud-init
+//! and the update agent hook into the boot tasks and the event loop.
+//! PID 1 never exits; panics are caught per loop round.
 
+pub mod early;
 pub mod events;
 pub mod fscheck;
+pub mod health;
 pub mod identity;
 pub mod powerbutton;
+pub mod runtime;
 pub mod shutdown;
 pub mod tmpfiles;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cmdline::{KernelCmdline, FLAG_TEST_FSCHECK, FLAG_TEST_POWEROFF, PROC_CMDLINE};
 use crate::console;
@@ -22,6 +27,7 @@ use crate::ostree::booted::{BootedDeployment, BOOTED_FILE};
 use crate::power::PowerAction;
 use crate::sys::{LinuxSyscall, Syscall};
 use events::{Event, SignalEvents};
+use runtime::Runtime;
 
 /// Prefix of PID 1's console log lines.
 pub const LOG_PREFIX: &str = "basalt-init: ";
@@ -32,9 +38,15 @@ pub const UNKNOWN: &str = "unknown";
 /// Interface brought up at boot.
 pub const LOOPBACK: &str = "lo";
 
+/// Set once PID 1 catches panics itself (see [`crate::cli`]'s panic hook).
+pub static PANICS_ARE_CAUGHT: AtomicBool = AtomicBool::new(false);
+
 /// Run as PID 1. Never returns.
 pub fn run() -> ! {
     console::set_prefix(LOG_PREFIX);
+    if cfg!(panic = "unwind") {
+        PANICS_ARE_CAUGHT.store(true, Ordering::SeqCst);
+    }
     let sys = LinuxSyscall;
     let events = match SignalEvents::new() {
         Ok(events) => events,
@@ -52,29 +64,73 @@ pub fn run() -> ! {
         ));
     }
 
-    let cmdline = boot(&sys);
-    if cmdline.has_flag(FLAG_TEST_POWEROFF) {
-        shutdown::shutdown(&sys, PowerAction::PowerOff);
+    let booted = catch_panic("the boot tasks", || boot(&sys)).unwrap_or_else(|| Booted {
+        cmdline: KernelCmdline::default(),
+        commit: None,
+        version: None,
+    });
+    let runtime = catch_panic("starting services", || {
+        let mut runtime = Runtime::new(
+            &sys,
+            events,
+            &booted.cmdline,
+            booted.commit.clone(),
+            booted.version.clone(),
+        );
+        // The test flag powers off right after the ready line: no services
+        // are started only to be stopped again.
+        if booted.cmdline.has_flag(FLAG_TEST_POWEROFF) {
+            runtime.begin_shutdown(PowerAction::PowerOff);
+        } else {
+            runtime.start_services();
+        }
+        runtime
+    });
+    match runtime {
+        Some(runtime) => runtime.run(),
+        // No event loop: still shut down cleanly when asked.
+        None => fallback_loop(&sys),
     }
+}
 
-    loop {
-        match events.next_event() {
-            Ok(Event::ChildExited) => {
-                // Service supervision will look at the reaped pids here.
-                events::reap_children();
-            }
-            Ok(Event::Shutdown(action)) => shutdown::shutdown(&sys, action),
-            Ok(Event::Ignored(signal)) => console::info(format_args!("ignoring signal {signal}")),
-            Err(err) => {
-                console::error(format_args!("reading signals: {err}"));
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
+/// Run `f`; a panic is reported and becomes `None`.
+fn catch_panic<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            console::error(format_args!("internal error in {what}; carrying on"));
+            None
         }
     }
 }
 
+/// The loop of last resort: reap children, shut down on signals.
+fn fallback_loop(sys: &dyn Syscall) -> ! {
+    let events = SignalEvents::new().unwrap_or_else(|err| {
+        console::error(format_args!("setting up signalfd: {err}"));
+        crate::power::fatal_poweroff()
+    });
+    loop {
+        match events.next_event() {
+            Ok(Event::ChildExited) => {
+                events::reap_children();
+            }
+            Ok(Event::Shutdown(action)) => shutdown::shutdown(sys, action),
+            Ok(Event::Ignored(_)) => {}
+            Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+        }
+    }
+}
+
+/// What the boot tasks found out.
+struct Booted {
+    cmdline: KernelCmdline,
+    commit: Option<String>,
+    version: Option<String>,
+}
+
 /// The one-time boot tasks. Failures are reported and the boot goes on.
-fn boot(sys: &dyn Syscall) -> KernelCmdline {
+fn boot(sys: &dyn Syscall) -> Booted {
     let root = Path::new("/");
     mount_api_filesystems(sys, root);
     if let Err(err) = console::attach_to_console() {
@@ -87,6 +143,15 @@ fn boot(sys: &dyn Syscall) -> KernelCmdline {
 
     apply_var_rules(root);
     set_up_identity(sys, root);
+    for problem in early::apply_sysctls(root, Path::new("/proc/sys")) {
+        console::warn(format_args!("sysctl: {problem}"));
+    }
+    for problem in early::load_configured_modules(sys, root) {
+        console::warn(format_args!("modules-load.d: {problem}"));
+    }
+    if let Err(err) = early::refresh_random_seed(root, Path::new("/dev/urandom")) {
+        console::warn(format_args!("random seed: {err}"));
+    }
 
     let booted = BootedDeployment::read(Path::new(BOOTED_FILE))
         .map_err(|err| console::warn(format_args!("{err:#}")))
@@ -105,7 +170,14 @@ fn boot(sys: &dyn Syscall) -> KernelCmdline {
             console::plain(line);
         }
     }
-    cmdline
+    Booted {
+        cmdline,
+        commit: booted.map(|b| b.commit),
+        version: release
+            .as_ref()
+            .and_then(OsRelease::version)
+            .map(str::to_string),
+    }
 }
 
 /// `Basalt <version> ready (commit <checksum>)`.

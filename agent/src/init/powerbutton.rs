@@ -14,7 +14,11 @@ const EVENT_SIZE: usize = 24;
 
 /// Finds the power button's event device under `class_dir` (sysfs) and returns its /dev path.
 pub fn find_power_button(class_dir: &Path, dev_dir: &Path) -> Option<std::path::PathBuf> {
-    let mut names: Vec<_> = fs::read_dir(class_dir).ok()?.flatten().map(|e| e.file_name()).collect();
+    let mut names: Vec<_> = fs::read_dir(class_dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     names.sort();
     for n in names {
         let n = n.to_string_lossy().into_owned();
@@ -32,7 +36,11 @@ pub fn find_power_button(class_dir: &Path, dev_dir: &Path) -> Option<std::path::
 /// Opens the power button nonblocking, if the machine has one.
 pub fn open_power_button() -> Option<File> {
     let path = find_power_button(Path::new(INPUT_CLASS), Path::new("/dev"))?;
-    OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).ok()
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .ok()
 }
 
 /// True when the bytes hold a power key press.
@@ -83,7 +91,10 @@ mod tests {
     #[test]
     fn finds_device_by_name() {
         let d = tempfile::tempdir().unwrap();
-        for (ev, name) in [("event0", "AT Translated Set 2 keyboard"), ("event1", "Power Button")] {
+        for (ev, name) in [
+            ("event0", "AT Translated Set 2 keyboard"),
+            ("event1", "Power Button"),
+        ] {
             let p = d.path().join(ev).join("device");
             fs::create_dir_all(&p).unwrap();
             fs::write(p.join("name"), format!("{name}\n")).unwrap();

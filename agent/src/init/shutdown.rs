@@ -56,9 +56,10 @@ fn wait_for_children(timeout: Duration) -> bool {
     }
 }
 
-/// Shut down and call `reboot(2)`. Never returns.
+/// The last step of a shutdown, once services are stopped: end every
+/// other process, unmount, and call `reboot(2)`. Never returns.
 pub fn shutdown(sys: &dyn Syscall, action: PowerAction) -> ! {
-    console::plain(format_args!("Basalt: shutting down ({action})"));
+    console::info("stopping remaining processes");
     signal_all(libc::SIGTERM);
     if !wait_for_children(TERM_GRACE_PERIOD) {
         console::warn("processes left after SIGTERM; sending SIGKILL");
