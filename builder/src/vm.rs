@@ -336,6 +336,11 @@ impl Vm {
         }
     }
 
+    /// Presses the ACPI power button (QEMU's `system_powerdown`) and returns.
+    pub fn press_power_button(&self) -> Result<()> {
+        qmp_command(&self.workdir.path().join("qmp.sock"), "system_powerdown")
+    }
+
     /// Waits for an interactive session to end.
     pub fn wait_interactive(mut self) -> Result<()> {
         let st = self.child.wait()?;
@@ -499,6 +504,34 @@ pub fn copy_with_kernel_args(image: &Path, dir: &Path, args: &[String]) -> Resul
     }
     fs.unmount()?;
     Ok(raw)
+}
+
+/// The boot entry file names on a raw image's ESP.
+pub fn esp_entries(raw: &Path) -> Result<Vec<String>> {
+    let mut f = OpenOptions::new().read(true).write(true).open(raw)?;
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open_from_device(&mut f)
+        .context("reading the GPT")?;
+    let esp = disk
+        .partitions()
+        .values()
+        .find(|p| p.part_type_guid == gpt::partition_types::EFI)
+        .cloned()
+        .context("no EFI System Partition")?;
+    drop(disk);
+    let start = esp.first_lba * 512;
+    let len = (esp.last_lba - esp.first_lba + 1) * 512;
+    let fs = fatfs::FileSystem::new(Slice::new(&mut f, start, len), fatfs::FsOptions::new())?;
+    let entries = fs.root_dir().open_dir("loader")?.open_dir("entries")?;
+    let mut names: Vec<String> = entries
+        .iter()
+        .flatten()
+        .filter(|e| e.is_file())
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// A free TCP port on 127.0.0.1 for a host forward.

@@ -17,20 +17,24 @@ struct Outcome {
 
 /// `basalt build MANIFEST` into `out`, with the shared cache and the built agent.
 fn build_cmd(manifest: &Path, out: &Path) -> Command {
+    build_cmd_with_cache(manifest, out, &cache_dir())
+}
+
+fn build_cmd_with_cache(manifest: &Path, out: &Path, cache: &Path) -> Command {
     let mut c = basalt();
     c.arg("build")
         .arg(manifest)
         .arg("--output")
         .arg(out)
         .arg("--cache-dir")
-        .arg(cache_dir())
+        .arg(cache)
         .arg("--agent")
         .arg(agent());
     c
 }
 
-fn build(manifest: &Path, out: &Path) -> Outcome {
-    let o = build_cmd(manifest, out).output().unwrap();
+fn build(manifest: &Path, out: &Path, cache: &Path) -> Outcome {
+    let o = build_cmd_with_cache(manifest, out, cache).output().unwrap();
     Outcome {
         code: o.status.code().unwrap_or(-1),
         stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -70,13 +74,17 @@ fn no_artifacts(out: &Path) {
 /// Builds the default manifest with `from` replaced by `to` and expects exactly
 /// one error line holding every needle, and no artifact in the output.
 fn expect_one_error(from: &str, to: &str, needles: &[&str]) {
+    expect_one_error_with_cache(from, to, needles, &cache_dir());
+}
+
+fn expect_one_error_with_cache(from: &str, to: &str, needles: &[&str], cache: &Path) {
     let d = tempfile::tempdir().unwrap();
     let m = variant(d.path(), "m.yaml", |t| {
         assert!(t.contains(from), "default manifest lacks {from:?}");
         t.replace(from, to)
     });
     let out = d.path().join("out");
-    let r = build(&m, &out);
+    let r = build(&m, &out, cache);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     let errs = error_lines(&r.stderr);
@@ -136,7 +144,7 @@ fn unwritable_output_directory() {
     // Root ignores permission bits; the immutable flag stops even root.
     let st = Command::new("chattr").arg("+i").arg(&out).status().unwrap();
     assert!(st.success());
-    let r = build(&repo_root().join("manifests/host.yaml"), &out);
+    let r = build(&repo_root().join("manifests/host.yaml"), &out, &cache_dir());
     Command::new("chattr").arg("-i").arg(&out).status().unwrap();
     assert_eq!(r.code, 1);
     let errs = error_lines(&r.stderr);
@@ -155,16 +163,18 @@ fn missing_package_reports_apts_error() {
     if !slow_tests_enabled("missing_package_reports_apts_error") {
         return;
     }
-    expect_one_error(
+    // Its own cache, so no other build's work in progress is mistaken for a leftover.
+    let cache = tempfile::tempdir().unwrap();
+    expect_one_error_with_cache(
         "  - ca-certificates",
         "  - ca-certificates\n  - basalt-no-such-package",
         &["Unable to locate package basalt-no-such-package"],
+        cache.path(),
     );
     // The failed rootfs left no cache entry behind.
-    let leftovers: Vec<_> = std::fs::read_dir(cache_dir().join("rootfs"))
+    let leftovers: Vec<_> = std::fs::read_dir(cache.path().join("rootfs"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
