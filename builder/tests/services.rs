@@ -151,6 +151,31 @@ fn services_run_restart_and_power_off_cleanly() {
     let first_start = text.find("basalt-init: started ").unwrap();
     assert!(ready < first_start, "the ready line waited for services");
 
+    // Broken unit files fail alone, each naming its file and key; a cycle is
+    // reported and broken; the cycle's units and everything else still run.
+    for (unit, needles) in [
+        ("bad-key", &["bad-key.yaml", "colour"][..]),
+        ("bad-yaml", &["bad-yaml.yaml", "line"][..]),
+        ("bad-exec", &["exec", "/usr/bin/basalt-no-such-program"][..]),
+        ("bad-user", &["user", "basalt-no-such-user"][..]),
+    ] {
+        let (line, _) =
+            h.vm.wait_for(&format!("basalt-init: failed {unit}: "), STEP_TIMEOUT)
+                .unwrap();
+        for n in needles {
+            assert!(line.contains(n), "{unit}: {line}");
+        }
+        assert_eq!(h.service(unit)["state"], "failed", "{unit}");
+    }
+    let (line, _) = h.vm.wait_for("dependency cycle", STEP_TIMEOUT).unwrap();
+    assert!(
+        line.contains("cycle-a") && line.contains("cycle-b"),
+        "{line}"
+    );
+    for unit in ["cycle-a", "cycle-b"] {
+        h.wait_service(unit, "running", |s| s["state"] == "running");
+    }
+
     // DHCP gave eth0 an address; sshd takes keys only; host keys were made on this host.
     assert!(h
         .ssh("cat /proc/net/route")
