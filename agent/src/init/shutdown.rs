@@ -11,9 +11,10 @@ use crate::sys::Syscall;
 /// How long processes get between SIGTERM and SIGKILL.
 pub const TERM_GRACE_PERIOD: Duration = Duration::from_secs(3);
 const REAP_POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Mounts left in place: the root (remounted read-only instead) and the
-/// API filesystems the console and this process still use.
-pub const KEEP_MOUNTED: [&str; 4] = ["/", "/dev", "/proc", "/sys"];
+/// Mounts left in place: the root (remounted read-only instead), the API
+/// filesystems the console and this process still use, and `/usr`, which
+/// holds this very executable (so it is always busy) and is read-only already.
+pub const KEEP_MOUNTED: [&str; 5] = ["/", "/dev", "/proc", "/sys", "/usr"];
 /// Remounted read-only after unmounting. `/` shares its ext4 superblock
 /// with `/sysroot`, `/usr` and `/var`, so this makes the whole physical
 /// root read-only and clean.
@@ -119,14 +120,7 @@ mod tests {
             .collect();
         assert_eq!(
             order,
-            vec![
-                "/sys/fs/cgroup",
-                "/run",
-                "/dev/pts",
-                "/sysroot",
-                "/usr",
-                "/var"
-            ]
+            vec!["/sys/fs/cgroup", "/run", "/dev/pts", "/sysroot", "/var"]
         );
     }
 }
