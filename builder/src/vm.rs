@@ -341,6 +341,14 @@ impl Vm {
         qmp_command(&self.workdir.path().join("qmp.sock"), "system_powerdown")
     }
 
+    /// Presses Ctrl-Alt-Del on the guest's keyboard.
+    pub fn send_ctrl_alt_del(&self) -> Result<()> {
+        qmp_execute(
+            &self.workdir.path().join("qmp.sock"),
+            r#"{"execute":"send-key","arguments":{"keys":[{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},{"type":"qcode","data":"delete"}]}}"#,
+        )
+    }
+
     /// Waits for an interactive session to end.
     pub fn wait_interactive(mut self) -> Result<()> {
         let st = self.child.wait()?;
@@ -433,6 +441,11 @@ fn strip_ansi(s: &str) -> String {
 }
 
 fn qmp_command(sock: &Path, command: &str) -> Result<()> {
+    qmp_execute(sock, &format!("{{\"execute\":\"{command}\"}}"))
+}
+
+/// Sends one QMP request (a JSON object) after the capabilities handshake.
+fn qmp_execute(sock: &Path, request: &str) -> Result<()> {
     let mut s = UnixStream::connect(sock)
         .with_context(|| format!("connecting to QMP at {}", sock.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -442,9 +455,13 @@ fn qmp_command(sock: &Path, command: &str) -> Result<()> {
     s.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
     line.clear();
     r.read_line(&mut line)?;
-    s.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
+    s.write_all(request.as_bytes())?;
+    s.write_all(b"\n")?;
     line.clear();
     let _ = r.read_line(&mut line);
+    if line.contains("\"error\"") {
+        bail!("QMP refused {request}: {}", line.trim());
+    }
     Ok(())
 }
 

@@ -316,3 +316,32 @@ fn unhealthy_boot_marks_its_entry_bad() {
     drop(vm); // stops QEMU; the disk copy stays until _dir goes
     assert_eq!(esp_entries(&raw).unwrap(), vec!["basalt-1+0-3.conf"]);
 }
+
+/// Ctrl-Alt-Del reboots: PID 1 gets SIGINT from the kernel, stops the
+/// services and reboots, and the host comes up again.
+#[test]
+fn ctrl_alt_del_reboots() {
+    if !enabled("ctrl_alt_del_reboots") {
+        return;
+    }
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let h = SshVm::boot("BASALT_TEST_SSH_IMAGE", "ctrl-alt-del", &[]);
+    h.vm.wait_for("basalt-init: started sshd", BOOT_TIMEOUT)
+        .unwrap();
+    h.vm.send_ctrl_alt_del().unwrap();
+    h.vm.wait_for("Basalt: shutting down (reboot)", STEP_TIMEOUT)
+        .unwrap();
+    h.vm.wait_for("basalt-init: stopped sshd", STEP_TIMEOUT)
+        .unwrap();
+    h.vm.wait_for("Basalt: reboot now", STEP_TIMEOUT).unwrap();
+    // The same QEMU boots again: a second ready line.
+    let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
+    while h.vm.console_text().matches("ready (commit ").count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second boot:\n{}",
+            h.vm.console_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
