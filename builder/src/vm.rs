@@ -465,6 +465,24 @@ fn qmp_execute(sock: &Path, request: &str) -> Result<()> {
     Ok(())
 }
 
+/// Byte offset and length of the first partition of type `kind` in a raw disk.
+fn find_partition(
+    f: &mut File,
+    kind: gpt::partition_types::Type,
+    what: &str,
+) -> Result<(u64, u64)> {
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open_from_device(f)
+        .context("reading the GPT")?;
+    let p = disk
+        .partitions()
+        .values()
+        .find(|p| p.part_type_guid == kind)
+        .with_context(|| format!("the image has no {what}"))?;
+    Ok((p.first_lba * 512, (p.last_lba - p.first_lba + 1) * 512))
+}
+
 /// Makes a raw copy of `image` in `dir` whose boot entries carry `args` too,
 /// so a test (or `basalt boot --append`) can pass kernel arguments to an image
 /// without rebuilding it. The ESP is edited with the same FAT code that wrote it.
@@ -476,19 +494,7 @@ pub fn copy_with_kernel_args(image: &Path, dir: &Path, args: &[String]) -> Resul
         .arg(&raw)
         .run_capture()?;
     let mut f = OpenOptions::new().read(true).write(true).open(&raw)?;
-    let disk = gpt::GptConfig::new()
-        .writable(false)
-        .open_from_device(&mut f)
-        .context("reading the image's GPT")?;
-    let esp = disk
-        .partitions()
-        .values()
-        .find(|p| p.part_type_guid == gpt::partition_types::EFI)
-        .cloned()
-        .context("the image has no EFI System Partition")?;
-    drop(disk);
-    let start = esp.first_lba * 512;
-    let len = (esp.last_lba - esp.first_lba + 1) * 512;
+    let (start, len) = find_partition(&mut f, gpt::partition_types::EFI, "EFI System Partition")?;
     let fs = fatfs::FileSystem::new(Slice::new(&mut f, start, len), fatfs::FsOptions::new())?;
     {
         let entries = fs.root_dir().open_dir("loader")?.open_dir("entries")?;
@@ -526,19 +532,7 @@ pub fn copy_with_kernel_args(image: &Path, dir: &Path, args: &[String]) -> Resul
 /// The boot entry file names on a raw image's ESP.
 pub fn esp_entries(raw: &Path) -> Result<Vec<String>> {
     let mut f = OpenOptions::new().read(true).write(true).open(raw)?;
-    let disk = gpt::GptConfig::new()
-        .writable(false)
-        .open_from_device(&mut f)
-        .context("reading the GPT")?;
-    let esp = disk
-        .partitions()
-        .values()
-        .find(|p| p.part_type_guid == gpt::partition_types::EFI)
-        .cloned()
-        .context("no EFI System Partition")?;
-    drop(disk);
-    let start = esp.first_lba * 512;
-    let len = (esp.last_lba - esp.first_lba + 1) * 512;
+    let (start, len) = find_partition(&mut f, gpt::partition_types::EFI, "EFI System Partition")?;
     let fs = fatfs::FileSystem::new(Slice::new(&mut f, start, len), fatfs::FsOptions::new())?;
     let entries = fs.root_dir().open_dir("loader")?.open_dir("entries")?;
     let mut names: Vec<String> = entries
@@ -583,19 +577,13 @@ pub fn root_fs_state(raw: &Path) -> Result<Ext4State> {
     const EXT4_MAGIC: u16 = 0xef53;
     const INCOMPAT_RECOVER: u32 = 0x4;
     let mut f = File::open(raw).with_context(|| format!("opening {}", raw.display()))?;
-    let disk = gpt::GptConfig::new()
-        .writable(false)
-        .open_from_device(&mut f)
-        .context("reading the GPT")?;
-    let root = disk
-        .partitions()
-        .values()
-        .find(|p| p.part_type_guid == gpt::partition_types::LINUX_ROOT_X64)
-        .cloned()
-        .context("no root partition")?;
-    drop(disk);
+    let (start, _) = find_partition(
+        &mut f,
+        gpt::partition_types::LINUX_ROOT_X64,
+        "root partition",
+    )?;
     let mut sb = [0u8; 1024];
-    f.seek(SeekFrom::Start(root.first_lba * 512 + 1024))?;
+    f.seek(SeekFrom::Start(start + 1024))?;
     f.read_exact(&mut sb)?;
     if u16::from_le_bytes([sb[0x38], sb[0x39]]) != EXT4_MAGIC {
         bail!(
