@@ -65,6 +65,25 @@ impl SshVm {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The services stop, PID 1 powers off, QEMU exits, and the root
+    /// filesystem needs no journal replay.
+    fn expect_clean_poweroff(&mut self) {
+        self.vm
+            .wait_for("basalt-init: stopped sshd", STEP_TIMEOUT)
+            .unwrap();
+        self.vm
+            .wait_for("Basalt: poweroff now", STEP_TIMEOUT)
+            .unwrap();
+        self.vm.wait_exit(STEP_TIMEOUT).unwrap();
+        assert_eq!(
+            root_fs_state(&self.raw).unwrap(),
+            Ext4State {
+                clean: true,
+                needs_recovery: false
+            }
+        );
+    }
+
     fn services(&self) -> Vec<serde_json::Value> {
         let v: serde_json::Value =
             serde_json::from_str(&self.ssh("basaltctl services --json")).unwrap();
@@ -244,17 +263,7 @@ fn services_run_restart_and_power_off_cleanly() {
 
     // Clean power off through the control socket.
     let _ = h.vm.ssh(h.port, &h.key, "basaltctl poweroff");
-    h.vm.wait_for("basalt-init: stopped sshd", STEP_TIMEOUT)
-        .unwrap();
-    h.vm.wait_for("Basalt: poweroff now", STEP_TIMEOUT).unwrap();
-    h.vm.wait_exit(STEP_TIMEOUT).unwrap();
-    assert_eq!(
-        root_fs_state(&h.raw).unwrap(),
-        Ext4State {
-            clean: true,
-            needs_recovery: false
-        }
-    );
+    h.expect_clean_poweroff();
     let entries = esp_entries(&h.raw).unwrap();
     assert_eq!(
         entries,
@@ -276,17 +285,7 @@ fn power_button_powers_off_cleanly() {
         .unwrap();
     h.vm.press_power_button().unwrap();
     h.vm.wait_for("power button pressed", STEP_TIMEOUT).unwrap();
-    h.vm.wait_for("basalt-init: stopped sshd", STEP_TIMEOUT)
-        .unwrap();
-    h.vm.wait_for("Basalt: poweroff now", STEP_TIMEOUT).unwrap();
-    h.vm.wait_exit(STEP_TIMEOUT).unwrap();
-    assert_eq!(
-        root_fs_state(&h.raw).unwrap(),
-        Ext4State {
-            clean: true,
-            needs_recovery: false
-        }
-    );
+    h.expect_clean_poweroff();
 }
 
 /// A required unit that never becomes ready: the boot is declared unhealthy,
