@@ -1,0 +1,1 @@
+//! The systemd journal file format: writer, reader and queries.
