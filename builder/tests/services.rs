@@ -29,6 +29,12 @@ struct SshVm {
 
 impl SshVm {
     fn boot(image_var: &str, name: &str, args: &[&str]) -> Self {
+        Self::boot_with(image_var, name, args, false)
+    }
+
+    /// `host_network`: QEMU's user network offers a router and DNS (the
+    /// test image's chrony points at the host, so nothing leaves the machine).
+    fn boot_with(image_var: &str, name: &str, args: &[&str], host_network: bool) -> Self {
         let image = PathBuf::from(
             std::env::var(image_var).unwrap_or_else(|_| panic!("{image_var} names a test image")),
         );
@@ -40,6 +46,7 @@ impl SshVm {
         let mut opts = VmOpts::new(&raw);
         opts.snapshot = false;
         opts.ssh_port = Some(port);
+        opts.host_network = host_network;
         opts.console_log = std::env::var("BASALT_TEST_LOGS").ok().map(|d| {
             std::fs::create_dir_all(&d).unwrap();
             PathBuf::from(d).join(format!("{name}.console.log"))
@@ -250,6 +257,11 @@ fn services_run_restart_and_power_off_cleanly() {
         "services: PID 1 RSS {rss_kb} kB; host memory used {used_kb} kB (free)"
     ));
     assert!(rss_kb <= 5 * 1024, "PID 1 uses {rss_kb} kB");
+    assert!(
+        used_kb <= 80 * 1024,
+        "the host uses {used_kb} kB after boot\n{}",
+        h.ssh("cat /proc/meminfo; ps -eo rss,comm --sort=-rss")
+    );
 
     // `basaltctl service restart` through the control socket.
     let sshd_pid = h.service("sshd")["pid"].as_i64().unwrap();
@@ -274,15 +286,34 @@ fn services_run_restart_and_power_off_cleanly() {
 
 /// QEMU's system_powerdown (the ACPI power button) stops the services and
 /// powers off with clean filesystems.
+/// On a network whose DHCP server offers a router and DNS (QEMU's open user
+/// network), the lease's default route and name server reach the host's
+/// routing table and /etc/resolv.conf. Then the ACPI power button powers off.
 #[test]
-fn power_button_powers_off_cleanly() {
-    if !enabled("power_button_powers_off_cleanly") {
+fn dhcp_sets_route_and_dns_and_power_button_powers_off_cleanly() {
+    if !enabled("dhcp_sets_route_and_dns_and_power_button_powers_off_cleanly") {
         return;
     }
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let mut h = SshVm::boot("BASALT_TEST_SSH_IMAGE", "power-button", &[]);
-    h.vm.wait_for("basalt-init: started sshd", BOOT_TIMEOUT)
-        .unwrap();
+    let mut h = SshVm::boot_with("BASALT_TEST_SSH_IMAGE", "power-button", &[], true);
+    h.vm.wait_for_ssh(h.port, &h.key, BOOT_TIMEOUT).unwrap();
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let resolv = h.ssh("cat /etc/resolv.conf");
+        let route = h.ssh("ip -4 route show default");
+        if resolv.lines().any(|l| l.trim() == "nameserver 10.0.2.3")
+            && route.starts_with("default via 10.0.2.2 dev eth0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no DNS or default route from DHCP:\n{resolv}\n{route}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // dhcpcd stays up to renew the lease.
+    assert_eq!(h.service("network")["state"], "running");
     h.vm.press_power_button().unwrap();
     h.vm.wait_for("power button pressed", STEP_TIMEOUT).unwrap();
     h.expect_clean_poweroff();

@@ -169,6 +169,8 @@ pub struct Supervisor {
     plan: StartPlan,
     notices: Vec<Notice>,
     shutting_down: bool,
+    /// Units a `service stop` asked to stop, dependents first (see [`Self::stop`]).
+    stop_requested: BTreeSet<String>,
 }
 
 impl Supervisor {
@@ -202,6 +204,7 @@ impl Supervisor {
             plan,
             notices,
             shutting_down: false,
+            stop_requested: BTreeSet::new(),
         }
     }
 
@@ -500,9 +503,7 @@ impl Supervisor {
         for name in became_ready {
             self.mark_ready(&name);
         }
-        if self.shutting_down {
-            self.advance_shutdown(host, now);
-        }
+        self.advance_stops(host, now);
         self.schedule(host, now);
     }
 
@@ -609,6 +610,7 @@ impl Supervisor {
                 // A finished oneshot is run again only when asked for by name.
                 State::Done if !requested => {}
                 State::Stopped | State::Failed | State::Exited | State::Disabled | State::Done => {
+                    self.stop_requested.remove(&next);
                     slot.state = State::Waiting;
                     slot.backoff.attempts = 0;
                     pending.extend(slot.unit.requires.iter().cloned());
@@ -622,20 +624,42 @@ impl Supervisor {
         Ok(())
     }
 
-    /// `service stop NAME`.
+    /// `service stop NAME`: stop it and, first, every unit that requires
+    /// it (directly or through others), as systemd does for `Requires=`.
     pub fn stop(
         &mut self,
         name: &str,
         host: &mut dyn ServiceHost,
         now: Instant,
     ) -> Result<(), String> {
-        let slot = self
-            .slots
-            .get_mut(name)
-            .ok_or_else(|| format!("no unit named {name:?}"))?;
-        slot.start_after_stop = false;
-        self.begin_stop(name, host, now);
+        if !self.slots.contains_key(name) {
+            return Err(format!("no unit named {name:?}"));
+        }
+        for unit in self.requirers_of(name) {
+            let slot = self.slots.get_mut(&unit).expect("known unit");
+            slot.start_after_stop = false;
+            if matches!(slot.state, State::Waiting | State::Backoff) && slot.pid.is_none() {
+                slot.state = State::Stopped;
+                slot.restart_at = None;
+            }
+            self.stop_requested.insert(unit);
+        }
+        self.advance_stops(host, now);
         Ok(())
+    }
+
+    /// `name` and every unit that requires it, transitively.
+    fn requirers_of(&self, name: &str) -> BTreeSet<String> {
+        let mut found = BTreeSet::from([name.to_string()]);
+        let mut pending = vec![name.to_string()];
+        while let Some(next) = pending.pop() {
+            for (other, slot) in &self.slots {
+                if slot.unit.requires.contains(&next) && found.insert(other.clone()) {
+                    pending.push(other.clone());
+                }
+            }
+        }
+        found
     }
 
     /// `service restart NAME`: stop, then start once the cgroup is empty.
@@ -665,28 +689,44 @@ impl Supervisor {
                 slot.restart_at = None;
             }
         }
-        self.advance_shutdown(host, now);
+        self.advance_stops(host, now);
     }
 
-    /// Stop each unit whose dependents are all down.
-    fn advance_shutdown(&mut self, host: &mut dyn ServiceHost, now: Instant) {
+    /// Stop each unit that is to stop (all of them during a shutdown, else
+    /// those asked for by [`Self::stop`]) once the units ordered after it
+    /// that are also stopping are down: dependents stop first.
+    fn advance_stops(&mut self, host: &mut dyn ServiceHost, now: Instant) {
+        if !self.shutting_down && self.stop_requested.is_empty() {
+            return;
+        }
         for name in self.plan.order.clone().iter().rev() {
+            let to_stop = self.shutting_down || self.stop_requested.contains(name);
             let state = self.slots[name].state;
+            if !to_stop {
+                continue;
+            }
             if !matches!(
                 state,
                 State::Starting | State::Running | State::Done | State::Exited | State::Backoff
             ) {
+                if self.slots[name].is_down() {
+                    self.stop_requested.remove(name);
+                }
                 continue;
             }
             let dependents_down = self
                 .plan
                 .after
                 .iter()
-                .filter(|(_, deps)| deps.contains(name))
+                .filter(|(dependent, deps)| {
+                    deps.contains(name)
+                        && (self.shutting_down || self.stop_requested.contains(*dependent))
+                })
                 .all(|(dependent, _)| self.slots[dependent].is_down());
             if dependents_down {
                 if state == State::Exited {
                     self.slots.get_mut(name).expect("known unit").state = State::Stopped;
+                    self.stop_requested.remove(name);
                     continue;
                 }
                 self.begin_stop(name, host, now);

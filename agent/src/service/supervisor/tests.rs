@@ -342,6 +342,53 @@ fn control_stop_start_and_restart() {
 }
 
 #[test]
+fn stopping_a_unit_stops_the_units_that_require_it_first() {
+    let mut s = supervisor(vec![
+        unit("db", "exec: [/bin/db]\n"),
+        unit("app", "exec: [/bin/app]\nrequires: [db]\n"),
+        unit("api", "exec: [/bin/api]\nrequires: [app]\n"),
+        unit("web", "exec: [/bin/web]\nwants: [db]\n"),
+    ]);
+    let mut host = RecordingHost::default();
+    let t0 = Instant::now();
+    s.start_all(&mut host, t0);
+    let (db, app, api, web) = (
+        host.pid_of_last_spawn("db"),
+        host.pid_of_last_spawn("app"),
+        host.pid_of_last_spawn("api"),
+        host.pid_of_last_spawn("web"),
+    );
+    host.calls.clear();
+
+    s.stop("db", &mut host, t0 + ms(10)).unwrap();
+    // Only the end of the requires chain is signalled first.
+    assert_eq!(host.calls, vec![HostCall::Signal(api, libc::SIGTERM)]);
+    s.child_exited(api, libc::SIGTERM, &mut host, t0 + ms(20));
+    s.tick(&mut host, t0 + ms(30));
+    assert!(host.calls.contains(&HostCall::Signal(app, libc::SIGTERM)));
+    assert!(!host.calls.contains(&HostCall::Signal(db, libc::SIGTERM)));
+    s.child_exited(app, libc::SIGTERM, &mut host, t0 + ms(40));
+    s.tick(&mut host, t0 + ms(50));
+    assert!(host.calls.contains(&HostCall::Signal(db, libc::SIGTERM)));
+    s.child_exited(db, libc::SIGTERM, &mut host, t0 + ms(60));
+    s.tick(&mut host, t0 + ms(70));
+    for unit in ["db", "app", "api"] {
+        assert_eq!(s.state(unit), Some(State::Stopped), "{unit}");
+    }
+    // A unit that only wants db keeps running, and nothing restarts.
+    assert_eq!(s.state("web"), Some(State::Running));
+    assert!(!host.calls.contains(&HostCall::Signal(web, libc::SIGTERM)));
+    s.tick(&mut host, t0 + Duration::from_secs(60));
+    assert!(host.spawned().is_empty(), "{:?}", host.spawned());
+
+    // Starting api again brings up what it requires.
+    s.start("api", &mut host, t0 + Duration::from_secs(61)).unwrap();
+    assert_eq!(s.state("db"), Some(State::Running));
+    assert_eq!(s.state("app"), Some(State::Running));
+    assert_eq!(s.state("api"), Some(State::Running));
+}
+
+#[test]
 fn required_report_lists_units_not_ready_and_failed() {
     let mut s = supervisor(vec![
         unit(
