@@ -35,6 +35,8 @@ pub enum Cmd {
     },
     /// Boot an image in QEMU (TCG, UEFI) with the serial console on this terminal
     Boot(BootArgs),
+    /// Publish a built commit into a static OSTree repository, with deltas and a signed summary
+    Publish(PublishArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +59,36 @@ pub struct BuildArgs {
     #[arg(long)]
     pub gpg_homedir: Option<PathBuf>,
     /// Print the build record as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// Build record (`<name>-<version>.json`) or manifest (default: the embedded manifest)
+    pub source: Option<PathBuf>,
+    /// The archive-mode OSTree repository to publish into (created when missing)
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// Stage cache holding the build repository
+    #[arg(long, env = "BASALT_CACHE_DIR", default_value = DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+    /// Make static deltas from this many earlier releases
+    #[arg(long, default_value_t = 2)]
+    pub deltas_from: usize,
+    /// Sign the commit and the summary with this GPG key
+    #[arg(long)]
+    pub sign_key: Option<String>,
+    /// GnuPG home for --sign-key
+    #[arg(long)]
+    pub gpg_homedir: Option<PathBuf>,
+    /// Report what would be published without writing to the repository
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Publish even if the version or commit date is not newer than the published one
+    #[arg(long)]
+    pub force: bool,
+    /// Print the report as JSON on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -127,7 +159,26 @@ pub fn run() -> Result<()> {
             Ok(())
         }
         Cmd::Boot(a) => boot(a),
+        Cmd::Publish(a) => publish(a),
     }
+}
+
+fn publish(a: PublishArgs) -> Result<()> {
+    let report = crate::publish::publish(&crate::publish::PublishOpts {
+        repo: a.repo,
+        source: a.source,
+        cache_dir: a.cache_dir,
+        deltas_from: a.deltas_from,
+        sign_key: a.sign_key,
+        gpg_homedir: a.gpg_homedir,
+        dry_run: a.dry_run,
+        force: a.force,
+    })?;
+    eprint!("{}", report.human());
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
 }
 
 fn build(a: BuildArgs) -> Result<()> {

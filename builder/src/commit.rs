@@ -81,10 +81,7 @@ impl BuildRepo {
         time: u64,
         ref_name: &str,
     ) -> Result<String> {
-        let repo = &self.repo;
-        repo.prepare_transaction(gio::Cancellable::NONE)
-            .map_err(gerr("starting an OSTree transaction".into()))?;
-        let result = (|| -> Result<String> {
+        self.in_transaction(|repo| {
             let mtree = match base {
                 Some(b) => ostree::MutableTree::from_commit(repo, b)
                     .map_err(gerr(format!("loading commit {b}")))?,
@@ -120,12 +117,20 @@ impl BuildRepo {
                 .map_err(gerr("writing the commit".into()))?;
             repo.transaction_set_ref(None, ref_name, Some(csum.as_str()));
             Ok(csum.to_string())
-        })();
-        match result {
-            Ok(c) => {
+        })
+    }
+
+    /// Runs `f` inside one OSTree transaction: committed when it succeeds,
+    /// aborted (nothing written becomes visible) when it fails.
+    pub fn in_transaction<T>(&self, f: impl FnOnce(&ostree::Repo) -> Result<T>) -> Result<T> {
+        let repo = &self.repo;
+        repo.prepare_transaction(gio::Cancellable::NONE)
+            .map_err(gerr("starting an OSTree transaction".into()))?;
+        match f(repo) {
+            Ok(v) => {
                 repo.commit_transaction(gio::Cancellable::NONE)
                     .map_err(gerr("committing the OSTree transaction".into()))?;
-                Ok(c)
+                Ok(v)
             }
             Err(e) => {
                 let _ = repo.abort_transaction(gio::Cancellable::NONE);

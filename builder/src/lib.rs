@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod ostreeify;
 pub mod pipeline;
 pub mod progress;
+pub mod publish;
 pub mod record;
 pub mod rootfs;
 pub mod util;

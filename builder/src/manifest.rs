@@ -28,11 +28,10 @@ pub enum ManifestError {
         field: &'static str,
         msg: String,
     },
-    #[error("reading manifest {file}: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    // Not a `source`: the message already holds it, and a chained source
+    // would print it twice under `{:#}`.
+    #[error("reading manifest {file}: {error}")]
+    Read { file: String, error: std::io::Error },
 }
 
 /// Output formats `basalt build` can write.
@@ -149,9 +148,9 @@ impl LoadedManifest {
         match path {
             None => Self::parse(DEFAULT_MANIFEST, DEFAULT_MANIFEST_NAME, default_base_dir()),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ManifestError::Read {
+                let text = std::fs::read_to_string(p).map_err(|error| ManifestError::Read {
                     file: p.display().to_string(),
-                    source,
+                    error,
                 })?;
                 let base = p
                     .parent()

@@ -193,6 +193,11 @@ pub fn mmdebstrap_error(stderr: &[u8]) -> String {
 pub fn read_dpkg_status(path: &Path) -> Result<Vec<Package>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(parse_dpkg_status(&text))
+}
+
+/// The installed packages in the text of a dpkg status file, sorted by name.
+pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
         let (mut name, mut version, mut installed) = (None, None, false);
@@ -210,7 +215,7 @@ pub fn read_dpkg_status(path: &Path) -> Result<Vec<Package>> {
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
