@@ -17,7 +17,9 @@ commands:
   service status NAME [--json]     one service in detail
   service start|stop|restart NAME  control one service (waits until it settles)
   poweroff                         ask PID 1 to shut down and power off
-  reboot                           ask PID 1 to shut down and reboot";
+  reboot                           ask PID 1 to shut down and reboot
+  journal [OPTIONS] [FIELD=value]  query the journal (journal --help lists the options)
+  journald                         the journal daemon (run by PID 1 as the journald unit)";
 
 /// Pick the role from the process id and the initramfs marker, then run it.
 pub fn run() -> Result<()> {
@@ -29,6 +31,12 @@ pub fn run() -> Result<()> {
         crate::init::run()
     }
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("journal") {
+        return crate::journal::run(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("journald") {
+        return crate::journald::run();
+    }
     let json = take_flag(&mut args, "--json");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let named = |name: &&str| name.to_string();

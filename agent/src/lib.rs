@@ -15,6 +15,8 @@ pub mod control;
 pub mod fsutil;
 pub mod init;
 pub mod initrd;
+pub mod journal;
+pub mod journald;
 pub mod mountinfo;
 pub mod osrelease;
 pub mod ostree;

@@ -5,6 +5,11 @@
 /// (path in the image, contents, mode)
 pub const HOST_FILES: &[(&str, &str, u32)] = &[
     (
+        "usr/lib/basalt/units/journald.yaml",
+        include_str!("../hostfiles/usr/lib/basalt/units/journald.yaml"),
+        0o644,
+    ),
+    (
         "usr/lib/basalt/units/network.yaml",
         include_str!("../hostfiles/usr/lib/basalt/units/network.yaml"),
         0o644,

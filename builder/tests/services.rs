@@ -348,20 +348,79 @@ fn unhealthy_boot_marks_its_entry_bad() {
 }
 
 /// Ctrl-Alt-Del reboots: PID 1 gets SIGINT from the kernel, stops the
-/// services and reboots, and the host comes up again.
+/// services and reboots, and the host comes up again. On the way, the
+/// journal: kernel messages, a service's output, syslog (`logger`) and the
+/// native protocol (`logger --journald`, which is `sd_journal_sendv`, with
+/// a 300 kB datagram and a 9 MB memfd) all land with trusted fields, and
+/// after the reboot the previous boot is still there.
 #[test]
-fn ctrl_alt_del_reboots() {
-    if !enabled("ctrl_alt_del_reboots") {
+fn ctrl_alt_del_reboots_and_the_journal_keeps_both_boots() {
+    if !enabled("ctrl_alt_del_reboots_and_the_journal_keeps_both_boots") {
         return;
     }
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let h = SshVm::boot("BASALT_TEST_SSH_IMAGE", "ctrl-alt-del", &[]);
-    h.vm.wait_for("basalt-init: started sshd", BOOT_TIMEOUT)
-        .unwrap();
+    h.vm.wait_for_ssh(h.port, &h.key, BOOT_TIMEOUT).unwrap();
+
+    h.ssh("logger -t basalt-test -p user.err 'syslog line from the first boot'");
+    h.ssh("printf 'MESSAGE=native line\nPRIORITY=4\nBASALT_TEST=native\n' | logger --journald");
+    // 300 kB fits one datagram (libsystemd raises its send buffer to 8 MiB);
+    // 9 MB does not, so libsystemd passes it as a sealed memfd.
+    for (name, size) in [("big", 300_000), ("memfd", 9_000_000)] {
+        h.ssh(&format!(
+            "{{ printf 'MESSAGE={name}\\nBASALT_TEST={name}\\nPAYLOAD='; head -c {size} /dev/zero | tr '\\0' x; echo; }} | logger --journald"
+        ));
+    }
+    let journal = |args: &str| -> Vec<serde_json::Value> {
+        h.ssh(&format!("basaltctl journal -o json {args}"))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let one = |args: &str| -> serde_json::Value {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let mut entries = journal(args);
+            if let Some(e) = entries.pop() {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no journal entry for {args}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let kernel = one("-k -g 'Linux version'");
+    assert_eq!(kernel["_TRANSPORT"], "kernel");
+    assert_eq!(kernel["SYSLOG_IDENTIFIER"], "kernel");
+    let service = one("-u network.service _TRANSPORT=stdout -n 1");
+    assert_eq!(service["_COMM"], "dhcpcd");
+    assert!(service["_PID"].as_str().unwrap().parse::<u32>().unwrap() > 1);
+    let syslog = one("-t basalt-test");
+    assert_eq!(syslog["MESSAGE"], "syslog line from the first boot");
+    assert_eq!(syslog["PRIORITY"], "3");
+    assert_eq!(syslog["_TRANSPORT"], "syslog");
+    assert_eq!(syslog["_COMM"], "logger");
+    let native = one("BASALT_TEST=native");
+    assert_eq!(native["MESSAGE"], "native line");
+    assert_eq!(native["PRIORITY"], "4");
+    assert_eq!(native["_TRANSPORT"], "journal");
+    assert_eq!(native["_SYSTEMD_UNIT"], "sshd.service");
+    for (name, size) in [("big", 300_000), ("memfd", 9_000_000)] {
+        assert_eq!(one(&format!("BASALT_TEST={name}"))["MESSAGE"], name);
+        let exported: usize = h
+            .ssh(&format!("basaltctl journal BASALT_TEST={name} -o export | wc -c"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(exported > size, "{name}: the field was cut: {exported} bytes");
+    }
+    let first_boot = syslog["_BOOT_ID"].as_str().unwrap().to_string();
+
     h.vm.send_ctrl_alt_del().unwrap();
     h.vm.wait_for("Basalt: shutting down (reboot)", STEP_TIMEOUT)
         .unwrap();
     h.vm.wait_for("basalt-init: stopped sshd", STEP_TIMEOUT)
+        .unwrap();
+    h.vm.wait_for("basalt-init: stopped journald", STEP_TIMEOUT)
         .unwrap();
     h.vm.wait_for("Basalt: reboot now", STEP_TIMEOUT).unwrap();
     // The same QEMU boots again: a second ready line.
@@ -373,5 +432,88 @@ fn ctrl_alt_del_reboots() {
             h.vm.console_text()
         );
         std::thread::sleep(Duration::from_millis(500));
+    }
+    h.vm.wait_for_ssh(h.port, &h.key, BOOT_TIMEOUT).unwrap();
+    let boots = h.ssh("basaltctl journal --list-boots");
+    // A header line, then one line per boot (as journalctl prints it).
+    assert_eq!(boots.lines().skip(1).count(), 2, "{boots}");
+    assert!(boots.contains(&first_boot), "{boots}");
+    let previous = one("-b -1 -t basalt-test");
+    assert_eq!(previous["_BOOT_ID"], first_boot.as_str());
+    assert!(
+        journal("-b -t basalt-test").is_empty(),
+        "the first boot's line shows up in this boot"
+    );
+    // The first boot's shutdown was journaled before the journal stopped.
+    let stopped = one("-b -1 -t basalt-journald -g 'Journal stopped'");
+    assert_eq!(stopped["_BOOT_ID"], first_boot.as_str());
+
+    // systemd's own reader agrees: the files the host wrote pass
+    // `journalctl --verify`, and journalctl and basaltctl export the same
+    // entries, byte for byte. The journal is stopped first, so its files are
+    // closed (PID 1 holds service output meanwhile).
+    h.ssh("basaltctl service stop journald");
+    let tar = h
+        .vm
+        .ssh(h.port, &h.key, "tar -C /var/log/journal -cf - .")
+        .unwrap();
+    assert!(tar.status.success(), "{}", String::from_utf8_lossy(&tar.stderr));
+    let copy = tempfile::tempdir().unwrap();
+    let mut untar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(copy.path())
+        .args(["-xf", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        untar.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    }
+    assert!(untar.wait().unwrap().success());
+    let dir = std::fs::read_dir(copy.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("a machine-id directory");
+    let verify = std::process::Command::new("journalctl")
+        .arg("--verify")
+        .arg("-D")
+        .arg(&dir)
+        .output()
+        .expect("journalctl (package systemd)");
+    assert!(
+        verify.status.success(),
+        "journalctl --verify:\n{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let export = |program: &std::path::Path, args: &[&str]| -> Vec<u8> {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .arg("-D")
+            .arg(&dir)
+            .args(["-o", "export"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let theirs = export(std::path::Path::new("journalctl"), &[]);
+    let ours = export(&agent(), &["journal"]);
+    assert!(theirs.len() > 300_000, "journalctl exported {} bytes", theirs.len());
+    if theirs != ours {
+        let at = theirs
+            .iter()
+            .zip(&ours)
+            .position(|(a, b)| a != b)
+            .unwrap_or(theirs.len().min(ours.len()));
+        let around = |v: &[u8]| String::from_utf8_lossy(&v[at.saturating_sub(300)..(at + 200).min(v.len())]).into_owned();
+        panic!(
+            "journalctl and basaltctl export differ ({} and {} bytes) at byte {at}:\n--- journalctl\n{}\n--- basaltctl\n{}",
+            theirs.len(),
+            ours.len(),
+            around(&theirs),
+            around(&ours)
+        );
     }
 }

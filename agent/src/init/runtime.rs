@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::events::{self, Event, SignalEvents};
@@ -20,13 +20,17 @@ use crate::power::PowerAction;
 use crate::service::cgroup::{CgroupTree, CGROUP_ROOT};
 use crate::service::linux::LinuxServiceHost;
 use crate::service::load::{load_units, ADMIN_UNIT_DIR, VENDOR_UNIT_DIR};
-use crate::service::logsink::{FileSink, FALLBACK_LOG_DIR, FALLBACK_LOG_MAX_BYTES};
+use crate::journald::NATIVE_SOCKET;
+use crate::service::journalsink::{JournalSink, JOURNAL_UNIT};
+use crate::service::logsink::{FileSink, LogSink, FALLBACK_LOG_DIR, FALLBACK_LOG_MAX_BYTES};
 use crate::service::notify::{NotifySocket, NOTIFY_SOCKET};
 use crate::service::{Notice, Supervisor};
 use crate::sys::Syscall;
 
 /// Longest sleep of the loop when no timer is due.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How soon service output held for the journal daemon is offered again.
+const LOG_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a `service start` reply may wait for the unit to settle.
 const START_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -71,6 +75,8 @@ pub struct Runtime<'a> {
     shutdown: Option<PowerAction>,
     booted_commit: Option<String>,
     version: Option<String>,
+    /// Service output is waiting for the journal daemon.
+    logs_held: bool,
 }
 
 impl<'a> Runtime<'a> {
@@ -101,12 +107,15 @@ impl<'a> Runtime<'a> {
             ));
             None
         };
-        let sink = Box::new(FileSink::new(
-            Path::new(FALLBACK_LOG_DIR),
-            FALLBACK_LOG_MAX_BYTES,
-        ));
-        let host = LinuxServiceHost::new(Path::new("/"), cgroups, Path::new(NOTIFY_SOCKET), sink);
         let loaded = load_units(&[Path::new(VENDOR_UNIT_DIR), Path::new(ADMIN_UNIT_DIR)]);
+        let files = FileSink::new(Path::new(FALLBACK_LOG_DIR), FALLBACK_LOG_MAX_BYTES);
+        // Service output goes to the journal when the image has its daemon.
+        let sink: Box<dyn LogSink> = if loaded.units.iter().any(|u| u.name == JOURNAL_UNIT) {
+            Box::new(JournalSink::new(PathBuf::from(NATIVE_SOCKET), files))
+        } else {
+            Box::new(files)
+        };
+        let host = LinuxServiceHost::new(Path::new("/"), cgroups, Path::new(NOTIFY_SOCKET), sink);
         let supervisor = Supervisor::new(loaded);
         let timeout = health_timeout(cmdline);
         let checks = health::find_checks(&[
@@ -128,6 +137,7 @@ impl<'a> Runtime<'a> {
             shutdown: None,
             booted_commit,
             version,
+            logs_held: false,
         }
     }
 
@@ -172,6 +182,9 @@ impl<'a> Runtime<'a> {
         }
         for pending in &self.pending {
             next = next.min(pending.deadline);
+        }
+        if self.logs_held {
+            next = next.min(now + LOG_RETRY_INTERVAL);
         }
         next.saturating_duration_since(now)
     }
@@ -224,6 +237,7 @@ impl<'a> Runtime<'a> {
         for fd in logs_ready {
             self.host.read_log(fd);
         }
+        self.logs_held = self.host.flush_logs();
         if signal_ready {
             self.handle_signal();
         }

@@ -21,6 +21,8 @@ const PROC_NET_TCP: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
 
 struct LogPipe {
     unit: String,
+    /// The main process it was opened for (known once it is spawned).
+    pid: Option<Pid>,
     stream: Stream,
     reader: std::io::PipeReader,
     buffer: LineBuffer,
@@ -60,6 +62,12 @@ impl LinuxServiceHost {
         self.pipes.keys().copied().collect()
     }
 
+    /// Pass on log lines the sink holds back; whether some are still held.
+    pub fn flush_logs(&mut self) -> bool {
+        self.sink.flush();
+        self.sink.has_pending()
+    }
+
     /// Drain the pipe `fd` into the sink; closes it at end of file.
     pub fn read_log(&mut self, fd: RawFd) {
         let Some(pipe) = self.pipes.get_mut(&fd) else {
@@ -87,10 +95,10 @@ impl LinuxServiceHost {
         if eof {
             lines.extend(pipe.buffer.finish());
         }
-        let (unit, stream) = (pipe.unit.clone(), pipe.stream);
+        let (unit, pid, stream) = (pipe.unit.clone(), pipe.pid, pipe.stream);
         for line in lines {
             let (priority, text) = split_priority(&line);
-            self.sink.line(&unit, stream, priority, text);
+            self.sink.line(&unit, pid, stream, priority, text);
         }
         if eof {
             self.pipes.remove(&fd);
@@ -105,6 +113,7 @@ impl LinuxServiceHost {
             reader.as_raw_fd(),
             LogPipe {
                 unit: unit.to_string(),
+                pid: None,
                 stream,
                 reader,
                 buffer: LineBuffer::default(),
@@ -156,6 +165,12 @@ impl LinuxServiceHost {
         };
         let stdout = self.open_pipe(&unit.name, Stream::Stdout)?;
         let stderr = self.open_pipe(&unit.name, Stream::Stderr)?;
+        let read_fds: Vec<RawFd> = self
+            .pipes
+            .iter()
+            .filter(|(_, p)| p.unit == unit.name && p.pid.is_none())
+            .map(|(fd, _)| *fd)
+            .collect();
         let mut command = Command::new(&plan.program);
         command
             .arg0(&plan.argv[0])
@@ -178,7 +193,15 @@ impl LinuxServiceHost {
         let result = command.spawn();
         drop(command); // Closes our copies of the pipes' write ends.
         match result {
-            Ok(child) => Ok(child.id() as Pid),
+            Ok(child) => {
+                let pid = child.id() as Pid;
+                for fd in read_fds {
+                    if let Some(pipe) = self.pipes.get_mut(&fd) {
+                        pipe.pid = Some(pid);
+                    }
+                }
+                Ok(pid)
+            }
             Err(err) => Err(SpawnError::Os(format!("{}: {err}", plan.program.display()))),
         }
     }
@@ -312,7 +335,7 @@ mod tests {
 
     struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
     impl LogSink for Lines {
-        fn line(&mut self, unit: &str, stream: Stream, priority: u8, text: &str) {
+        fn line(&mut self, unit: &str, _pid: Option<i32>, stream: Stream, priority: u8, text: &str) {
             self.0
                 .lock()
                 .unwrap()

@@ -31,9 +31,18 @@ impl Stream {
     }
 }
 
-/// Receives service output, one line at a time.
+/// Receives service output, one line at a time. `pid` is the service's
+/// main process that owns the pipe.
 pub trait LogSink {
-    fn line(&mut self, unit: &str, stream: Stream, priority: u8, text: &str);
+    fn line(&mut self, unit: &str, pid: Option<i32>, stream: Stream, priority: u8, text: &str);
+
+    /// Called on every turn of PID 1's loop: pass on what is held back.
+    fn flush(&mut self) {}
+
+    /// Whether lines are held back (PID 1 then retries [`Self::flush`] soon).
+    fn has_pending(&self) -> bool {
+        false
+    }
 }
 
 /// Split a `<N>` syslog priority prefix (0..=7) off a line.
@@ -59,7 +68,9 @@ impl LineBuffer {
         let mut lines = Vec::new();
         while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            // `\r\n` endings (sshd -e writes them) end a line as `\n` does.
+            let end = line.len() - 1 - usize::from(line.len() >= 2 && line[line.len() - 2] == b'\r');
+            lines.push(String::from_utf8_lossy(&line[..end]).into_owned());
         }
         while self.pending.len() >= MAX_LINE {
             let line: Vec<u8> = self.pending.drain(..MAX_LINE).collect();
@@ -121,7 +132,7 @@ fn since_boot() -> std::time::Duration {
 }
 
 impl LogSink for FileSink {
-    fn line(&mut self, unit: &str, stream: Stream, priority: u8, text: &str) {
+    fn line(&mut self, unit: &str, _pid: Option<i32>, stream: Stream, priority: u8, text: &str) {
         let elapsed = since_boot();
         let record = format!(
             "[{:>6}.{:03}] {} <{priority}> {text}\n",
@@ -155,6 +166,7 @@ mod tests {
         assert!(buffer.push(b"hel").is_empty());
         assert_eq!(buffer.push(b"lo\nwor"), vec!["hello"]);
         assert_eq!(buffer.push(b"ld\n\n"), vec!["world", ""]);
+        assert_eq!(buffer.push(b"crlf\r\n\r\n"), vec!["crlf", ""]);
         assert_eq!(buffer.finish(), None);
         let long = vec![b'x'; MAX_LINE + 5];
         let lines = buffer.push(&long);
@@ -167,12 +179,13 @@ mod tests {
     fn file_sink_writes_and_rotates() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = FileSink::new(dir.path(), 100);
-        sink.line("web", Stream::Stdout, 6, "first line");
+        sink.line("web", None, Stream::Stdout, 6, "first line");
         let text = std::fs::read_to_string(dir.path().join("web.log")).unwrap();
         assert!(text.ends_with("stdout <6> first line\n"), "{text}");
         for _ in 0..5 {
             sink.line(
                 "web",
+                None,
                 Stream::Stderr,
                 3,
                 "another fairly long line of output",

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod host;
 pub mod linux;
 pub mod load;
+pub mod journalsink;
 pub mod logsink;
 pub mod notify;
 pub mod supervisor;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::backoff::{should_restart, Backoff};
 use super::graph::{plan, StartPlan};
 use super::host::{ExitStatus, Pid, ServiceHost, SpawnError};
+use super::journalsink::JOURNAL_UNIT;
 use super::load::LoadedUnits;
 use super::unit::{Readiness, Unit, UnitType};
 use crate::control::protocol::ServiceInfo;
@@ -714,15 +715,21 @@ impl Supervisor {
                 }
                 continue;
             }
-            let dependents_down = self
-                .plan
-                .after
-                .iter()
-                .filter(|(dependent, deps)| {
-                    deps.contains(name)
-                        && (self.shutting_down || self.stop_requested.contains(*dependent))
-                })
-                .all(|(dependent, _)| self.slots[dependent].is_down());
+            let dependents_down = if self.shutting_down && name == JOURNAL_UNIT {
+                // The journal records the shutdown of everything else.
+                self.slots
+                    .iter()
+                    .all(|(other, slot)| other == name || slot.is_down())
+            } else {
+                self.plan
+                    .after
+                    .iter()
+                    .filter(|(dependent, deps)| {
+                        deps.contains(name)
+                            && (self.shutting_down || self.stop_requested.contains(*dependent))
+                    })
+                    .all(|(dependent, _)| self.slots[dependent].is_down())
+            };
             if dependents_down {
                 if state == State::Exited {
                     self.slots.get_mut(name).expect("known unit").state = State::Stopped;

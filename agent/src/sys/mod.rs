@@ -3,6 +3,7 @@
 //! Code that mounts, loads modules or reboots goes through [`Syscall`] so that
 //! it can run in tests against [`recording::RecordingSyscall`] without root.
 
+pub mod creddgram;
 mod linux;
 #[cfg(test)]
 pub mod recording;

@@ -296,6 +296,27 @@ fn shutdown_stops_dependents_first_and_kills_after_the_timeout() {
 }
 
 #[test]
+fn the_journal_stops_after_every_other_unit() {
+    let mut s = supervisor(vec![
+        unit("journald", "exec: [/usr/bin/basaltctl, journald]\n"),
+        unit("web", "exec: [/bin/web]\n"),
+    ]);
+    let mut host = RecordingHost::default();
+    let t0 = Instant::now();
+    s.start_all(&mut host, t0);
+    let (journald, web) = (
+        host.pid_of_last_spawn("journald"),
+        host.pid_of_last_spawn("web"),
+    );
+    host.calls.clear();
+    s.begin_shutdown(&mut host, t0);
+    assert_eq!(host.calls, vec![HostCall::Signal(web, libc::SIGTERM)]);
+    s.child_exited(web, EXIT_0, &mut host, t0 + ms(10));
+    s.tick(&mut host, t0 + ms(20));
+    assert!(host.calls.contains(&HostCall::Signal(journald, libc::SIGTERM)));
+}
+
+#[test]
 fn crash_looping_units_do_not_restart_during_shutdown() {
     let mut s = supervisor(vec![unit("loop", "exec: [/bin/false]\nrestart: always\n")]);
     let mut host = RecordingHost::default();
