@@ -1,0 +1,347 @@
+//! Container root filesystems (overlayfs over the image's unpacked layers), OCI
+//! bundles, and the `crun` runtime that runs them.
+//!
+//! ```text
+//! ROOT/containers/<id>/config.json   the OCI runtime spec
+//! ROOT/containers/<id>/rootfs/       overlay mount: lowerdir = layers (top first)
+//! ROOT/containers/<id>/upper/, work/ the container's own changes
+//! ```
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::fsutil::write_atomic;
+use crate::media::ImageConfig;
+use crate::spec::{runtime_spec, RunOpts, SpecError};
+use crate::store::{ImageRecord, Store, StoreError};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const CGROUP_UNIFIED: &str = "/sys/fs/cgroup/unified";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("mounting overlay at {path}: {source}")]
+    Mount {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid container id {0:?}: use 1-64 characters of [a-zA-Z0-9_.-]")]
+    InvalidId(String),
+    #[error("store path {0} contains ',' or ':', which overlayfs options cannot express")]
+    UnusablePath(PathBuf),
+    #[error("image {image}: config: {source}")]
+    Config {
+        image: String,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{argv}: {detail}")]
+    Runtime { argv: String, detail: String },
+}
+
+fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ContainerError + 'a {
+    move |source| ContainerError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How the host's cgroups are mounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupLayout {
+    /// cgroup2 only at /sys/fs/cgroup (a Basalt host).
+    Unified,
+    /// cgroup v1 controllers with a cgroup2 tree at /sys/fs/cgroup/unified.
+    Hybrid,
+    /// cgroup v1 only.
+    Legacy,
+}
+
+pub fn cgroup_layout() -> CgroupLayout {
+    const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+    let is_cgroup2 =
+        |p: &str| rustix::fs::statfs(p).is_ok_and(|s| s.f_type as u64 == CGROUP2_SUPER_MAGIC);
+    if is_cgroup2(CGROUP_ROOT) {
+        CgroupLayout::Unified
+    } else if is_cgroup2(CGROUP_UNIFIED) {
+        CgroupLayout::Hybrid
+    } else {
+        CgroupLayout::Legacy
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupManager {
+    Cgroupfs,
+    Systemd,
+    /// No cgroups at all: no limits, no stats.
+    Disabled,
+}
+
+/// The `crun` OCI runtime.
+#[derive(Clone, Debug)]
+pub struct Crun {
+    pub binary: PathBuf,
+    /// crun's state directory (`--root`).
+    pub state_root: PathBuf,
+    pub cgroup_manager: CgroupManager,
+    /// Run crun in a private mount namespace without /sys/fs/cgroup/unified, so
+    /// that crun sees a v1-only host. crun refuses hybrid hosts whose cgroup2 tree
+    /// still has controllers ("cgroups in hybrid mode not supported").
+    pub hide_unified_cgroup: bool,
+}
+
+impl Crun {
+    /// crun from PATH, set up for this host's cgroup layout.
+    pub fn for_host(state_root: &Path) -> Self {
+        let hybrid = cgroup_layout() == CgroupLayout::Hybrid;
+        Self {
+            binary: PathBuf::from("crun"),
+            state_root: state_root.into(),
+            cgroup_manager: if hybrid {
+                CgroupManager::Disabled
+            } else {
+                CgroupManager::Cgroupfs
+            },
+            hide_unified_cgroup: hybrid,
+        }
+    }
+
+    fn command(&self, args: &[OsString]) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.arg("--root").arg(&self.state_root);
+        c.arg(match self.cgroup_manager {
+            CgroupManager::Cgroupfs => "--cgroup-manager=cgroupfs",
+            CgroupManager::Systemd => "--cgroup-manager=systemd",
+            CgroupManager::Disabled => "--cgroup-manager=disabled",
+        });
+        c.args(args);
+        if self.hide_unified_cgroup {
+            // SAFETY: only async-signal-safe syscalls between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let root = c"/";
+                    let flags = libc::MS_REC | libc::MS_PRIVATE;
+                    if libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        flags,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+                    Ok(())
+                });
+            }
+        }
+        c
+    }
+
+    /// Runs a command to completion, capturing its output; a failure to start or a
+    /// non-zero exit of crun itself (not of the container) is an error naming argv.
+    fn output(&self, args: &[OsString], allow_exit: bool) -> Result<Output, ContainerError> {
+        let argv = format!(
+            "{} {}",
+            self.binary.display(),
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        tracing::debug!(argv, "running");
+        let out = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ContainerError::Runtime {
+                argv: argv.clone(),
+                detail: e.to_string(),
+            })?;
+        if !out.status.success() && !allow_exit {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: String = stderr
+                .chars()
+                .rev()
+                .take(500)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(ContainerError::Runtime {
+                argv,
+                detail: format!("{}: {}", out.status, tail.trim()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `crun run`: runs the bundle's container in the foreground and returns its
+    /// output; the exit status is the container's.
+    pub fn run(&self, bundle: &Bundle) -> Result<Output, ContainerError> {
+        let args = [
+            OsString::from("run"),
+            "--bundle".into(),
+            bundle.dir.clone().into(),
+            bundle.id.clone().into(),
+        ];
+        // The exit status is the container's (or 1 with crun's own error on stderr).
+        self.output(&args, true)
+    }
+
+    /// `crun delete --force`, for a container that is still known to crun.
+    pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
+        self.output(&["delete".into(), "--force".into(), id.into()], false)
+            .map(drop)
+    }
+}
+
+/// A random 64-hex-digit container ID.
+pub fn new_container_id() -> Result<String, ContainerError> {
+    let mut b = [0u8; 32];
+    let p = Path::new("/dev/urandom");
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(io_err("reading", p))?;
+    Ok(hex::encode(b))
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// An OCI bundle on disk with its rootfs mounted.
+#[derive(Debug)]
+pub struct Bundle {
+    pub id: String,
+    pub dir: PathBuf,
+}
+
+impl Bundle {
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// Creates the container's directories, mounts its overlay rootfs and writes
+    /// config.json. On error, whatever was set up is undone.
+    pub fn create(
+        store: &Store,
+        image: &ImageRecord,
+        id: &str,
+        opts: &RunOpts,
+    ) -> Result<Self, ContainerError> {
+        if !valid_id(id) {
+            return Err(ContainerError::InvalidId(id.into()));
+        }
+        let dir = store.root().join("containers").join(id);
+        if dir.to_string_lossy().contains([',', ':']) {
+            return Err(ContainerError::UnusablePath(dir));
+        }
+        let config: ImageConfig =
+            serde_json::from_slice(&store.read_blob(&image.id)?).map_err(|source| {
+                ContainerError::Config {
+                    image: image.id.to_string(),
+                    source,
+                }
+            })?;
+        std::fs::create_dir_all(dir.parent().unwrap_or(store.root()))
+            .map_err(io_err("creating", &dir))?;
+        std::fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
+        let bundle = Self { id: id.into(), dir };
+        match bundle.populate(store, image, &config, opts) {
+            Ok(()) => Ok(bundle),
+            Err(e) => {
+                if let Err(cleanup) = bundle.remove() {
+                    tracing::warn!(error = %cleanup, "cleaning up a failed container");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn populate(
+        &self,
+        store: &Store,
+        image: &ImageRecord,
+        config: &ImageConfig,
+        opts: &RunOpts,
+    ) -> Result<(), ContainerError> {
+        for sub in ["rootfs", "upper", "work"] {
+            let p = self.dir.join(sub);
+            std::fs::create_dir(&p).map_err(io_err("creating", &p))?;
+        }
+        let lower: Vec<String> = image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| store.layer_path(&l.diff_id).display().to_string())
+            .collect();
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            self.dir.join("upper").display(),
+            self.dir.join("work").display()
+        );
+        let data = std::ffi::CString::new(data)
+            .map_err(|_| ContainerError::UnusablePath(self.dir.clone()))?;
+        rustix::mount::mount(
+            "overlay",
+            self.rootfs(),
+            "overlay",
+            rustix::mount::MountFlags::empty(),
+            Some(data.as_c_str()),
+        )
+        .map_err(|e| ContainerError::Mount {
+            path: self.rootfs(),
+            source: e.into(),
+        })?;
+        let hostname = &self.id[..self.id.len().min(12)];
+        let spec = runtime_spec(config, opts, &self.rootfs(), hostname)?;
+        let p = self.dir.join("config.json");
+        let bytes = serde_json::to_vec_pretty(&spec).map_err(|source| ContainerError::Config {
+            image: image.id.to_string(),
+            source,
+        })?;
+        write_atomic(&p, &bytes).map_err(io_err("writing", &p))
+    }
+
+    /// Unmounts the rootfs and deletes the bundle with the container's changes.
+    pub fn remove(&self) -> Result<(), ContainerError> {
+        match rustix::mount::unmount(self.rootfs(), rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(ContainerError::Mount {
+                    path: self.rootfs(),
+                    source: e.into(),
+                })
+            }
+        }
+        std::fs::remove_dir_all(&self.dir).map_err(io_err("removing", &self.dir))
+    }
+}

@@ -1,0 +1,346 @@
+//! The OCI runtime spec (`config.json`) for a container: the image config's
+//! command, environment, working directory and user, with Docker's default
+//! security profile (capabilities, masked and read-only paths).
+
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::media::ImageConfig;
+
+/// The capabilities Docker grants a container by default.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Paths Docker hides from containers (bind-mounted over with /dev/null or an empty tmpfs).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths Docker makes read-only in containers.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A network namespace with only loopback.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// What `docker run` options change in the spec.
+#[derive(Clone, Debug, Default)]
+pub struct RunOpts {
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's Cmd when non-empty.
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub read_only: bool,
+    pub network: NetworkMode,
+    /// Memory limit in bytes; needs a cgroup manager.
+    pub memory: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("no command: the image has no Entrypoint or Cmd and none was given")]
+    NoCommand,
+    #[error("user {user:?}: {reason}")]
+    User { user: String, reason: String },
+}
+
+/// Entrypoint + Cmd as Docker combines them.
+pub fn command(config: &ImageConfig, opts: &RunOpts) -> Result<Vec<String>, SpecError> {
+    let c = config.config.clone().unwrap_or_default();
+    let entrypoint = opts.entrypoint.clone().or(c.entrypoint).unwrap_or_default();
+    // An --entrypoint given on the command line drops the image's Cmd.
+    let cmd = if !opts.cmd.is_empty() {
+        opts.cmd.clone()
+    } else if opts.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        c.cmd.unwrap_or_default()
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok(args)
+}
+
+/// Environment: the image's, then the options' (later entries override earlier ones).
+pub fn environment(config: &ImageConfig, opts: &RunOpts, hostname: &str) -> Vec<String> {
+    let mut env: Vec<String> = Vec::new();
+    let image_env = config
+        .config
+        .as_ref()
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default();
+    let mut push = |kv: String| {
+        let key = kv.split('=').next().unwrap_or("").to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    };
+    push(DEFAULT_PATH.into());
+    push(format!("HOSTNAME={hostname}"));
+    for kv in image_env.into_iter().chain(opts.env.iter().cloned()) {
+        push(kv);
+    }
+    env
+}
+
+/// Reads a file of the container's rootfs, resolving symlinks inside it.
+fn read_in_root(rootfs: &Path, path: &str) -> Option<String> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let fd = rustix::fs::openat2(
+        &root,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let mut s = String::new();
+    std::fs::File::from(fd)
+        .take(4 << 20)
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s)
+}
+
+fn lookup(db: Option<&str>, name: &str, field: usize) -> Option<(u32, u32)> {
+    db?.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.first() == Some(&name) && f.len() > field {
+            let id = f[2].parse().ok()?;
+            let gid = if field == 3 { f[3].parse().ok()? } else { id };
+            Some((id, gid))
+        } else {
+            None
+        }
+    })
+}
+
+fn primary_gid_of(passwd: Option<&str>, uid: u32) -> Option<u32> {
+    passwd?.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[2].parse() == Ok(uid))
+            .then(|| f[3].parse().ok())
+            .flatten()
+    })
+}
+
+/// Resolves `user[:group]` (names or numbers) against the rootfs' /etc/passwd and /etc/group.
+pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), SpecError> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let err = |reason: &str| SpecError::User {
+        user: user.into(),
+        reason: reason.into(),
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_in_root(rootfs, "/etc/passwd");
+    let (uid, primary_gid) = match u.parse::<u32>() {
+        // A numeric uid need not exist; its primary group is then 0, as in Docker.
+        Ok(n) => (n, primary_gid_of(passwd.as_deref(), n).unwrap_or(0)),
+        Err(_) => lookup(passwd.as_deref(), u, 3)
+            .ok_or_else(|| err("no such user in the image's /etc/passwd"))?,
+    };
+    let gid = match g {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let group = read_in_root(rootfs, "/etc/group");
+                lookup(group.as_deref(), g, 2)
+                    .ok_or_else(|| err("no such group in the image's /etc/group"))?
+                    .0
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// Builds `config.json` for a container whose merged rootfs is `rootfs`.
+pub fn runtime_spec(
+    config: &ImageConfig,
+    opts: &RunOpts,
+    rootfs: &Path,
+    hostname: &str,
+) -> Result<Value, SpecError> {
+    let args = command(config, opts)?;
+    let image = config.config.clone().unwrap_or_default();
+    let user = opts.user.clone().or(image.user).unwrap_or_default();
+    let (uid, gid) = resolve_user(rootfs, &user)?;
+    let cwd = opts
+        .workdir
+        .clone()
+        .or(image.working_dir)
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if opts.network == NetworkMode::None {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS,
+    });
+    if let Some(limit) = opts.memory {
+        linux["resources"] = json!({"memory": {"limit": limit}});
+    }
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid},
+            "args": args,
+            "env": environment(config, opts, hostname),
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": false,
+        },
+        "root": {"path": rootfs, "readonly": opts.read_only},
+        "hostname": hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        ],
+        "linux": linux,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ContainerConfig;
+
+    fn image(entrypoint: Option<&[&str]>, cmd: Option<&[&str]>) -> ImageConfig {
+        let v = |x: Option<&[&str]>| x.map(|a| a.iter().map(|s| s.to_string()).collect());
+        ImageConfig {
+            config: Some(ContainerConfig {
+                entrypoint: v(entrypoint),
+                cmd: v(cmd),
+                env: Some(vec!["PATH=/bin".into(), "A=1".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_combine_like_docker() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let img = image(Some(&["/init"]), Some(&["--serve"]));
+        assert_eq!(
+            command(&img, &RunOpts::default()).unwrap(),
+            s(&["/init", "--serve"])
+        );
+        let o = RunOpts {
+            cmd: s(&["--debug"]),
+            ..Default::default()
+        };
+        assert_eq!(command(&img, &o).unwrap(), s(&["/init", "--debug"]));
+        let o = RunOpts {
+            entrypoint: Some(s(&["sh"])),
+            ..Default::default()
+        };
+        assert_eq!(command(&img, &o).unwrap(), s(&["sh"]));
+        assert!(matches!(
+            command(&image(None, None), &RunOpts::default()),
+            Err(SpecError::NoCommand)
+        ));
+    }
+
+    #[test]
+    fn env_overrides_and_defaults() {
+        let o = RunOpts {
+            env: vec!["A=2".into(), "B=3".into()],
+            ..Default::default()
+        };
+        let env = environment(&image(None, Some(&["sh"])), &o, "box");
+        assert_eq!(env, vec!["HOSTNAME=box", "PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn users_resolve_in_the_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nweb:x:33:44::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(resolve_user(dir.path(), "web").unwrap(), (33, 44));
+        assert_eq!(resolve_user(dir.path(), "web:staff").unwrap(), (33, 50));
+        assert_eq!(resolve_user(dir.path(), "33").unwrap(), (33, 44));
+        assert_eq!(resolve_user(dir.path(), "1000:7").unwrap(), (1000, 7));
+        assert!(resolve_user(dir.path(), "nobody")
+            .unwrap_err()
+            .to_string()
+            .contains("nobody"));
+        // /etc/passwd as a symlink to the host's file is resolved inside the rootfs.
+        std::fs::remove_file(dir.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("etc/passwd")).unwrap();
+        assert!(resolve_user(dir.path(), "root").is_err());
+    }
+}
