@@ -145,12 +145,19 @@ fn record_state(state: &str) {
 }
 
 fn verdict_on_esp(verdict: Verdict) -> Result<String> {
+    ensure_efivarfs(&LinuxSyscall);
+    let Some(count_path) = read_loader_var(Path::new(EFIVARS_DIR), "LoaderBootCountPath") else {
+        return Ok("boot counting not in use (no LoaderBootCountPath)".to_string());
+    };
+    with_mounted_esp(|mnt| apply_verdict(mnt, &count_path, verdict))
+}
+
+/// Mounts the ESP the boot loader came from on [`ESP_MOUNT`], runs `f` on
+/// it and unmounts it again.
+pub fn with_mounted_esp<T>(f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let sys = LinuxSyscall;
     ensure_efivarfs(&sys);
     let efivars = PathBuf::from(EFIVARS_DIR);
-    let Some(count_path) = read_loader_var(&efivars, "LoaderBootCountPath") else {
-        return Ok("boot counting not in use (no LoaderBootCountPath)".to_string());
-    };
     let part = read_loader_var(&efivars, "LoaderDevicePartUUID")
         .context("the boot loader did not name its ESP (LoaderDevicePartUUID)")?;
     let spec = RootSpec::PartUuid(part.to_ascii_lowercase());
@@ -166,7 +173,7 @@ fn verdict_on_esp(verdict: Verdict) -> Result<String> {
         None,
     )
     .with_context(|| format!("mounting the ESP {} on {ESP_MOUNT}", dev.display()))?;
-    let res = apply_verdict(mnt, &count_path, verdict);
+    let res = f(mnt);
     let umount = sys.umount(mnt, 0);
     let msg = res?;
     umount.with_context(|| format!("unmounting {ESP_MOUNT}"))?;

@@ -12,7 +12,11 @@ usage: basaltctl <command>
 
 commands:
   version                          print the version
-  status [--json]                  boot health and the booted commit
+  status [--json]                  boot health, deployments, signatures and boot entries
+  upgrade [--check|--download-only] [--reboot]
+                                   pull and deploy the next release (basalt-update)
+  rollback [--reboot]              boot the previous deployment next
+  deploy VERSION|COMMIT, rebase REF, cleanup [--rollback], pin|unpin DEPLOYMENT
   services [--json]                every service: state, pid, restarts, uptime, last exit
   service status NAME [--json]     one service in detail
   service start|stop|restart NAME  control one service (waits until it settles)
@@ -37,6 +41,9 @@ pub fn run() -> Result<()> {
     if args.first().map(String::as_str) == Some("journald") {
         return crate::journald::run();
     }
+    if crate::updatecli::is_update_verb(args.first().map_or("", String::as_str)) {
+        return Err(crate::updatecli::exec(&args));
+    }
     let json = take_flag(&mut args, "--json");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let named = |name: &&str| name.to_string();
@@ -49,7 +56,7 @@ pub fn run() -> Result<()> {
             println!("{USAGE}");
             return Ok(());
         }
-        ["status"] => Request::Status,
+        ["status"] => return crate::updatecli::status(json),
         ["services"] => Request::Services,
         ["service", "status", name] => Request::ServiceStatus { name: named(name) },
         ["service", "start", name] => Request::ServiceStart { name: named(name) },

@@ -24,3 +24,4 @@ pub mod passwd;
 pub mod power;
 pub mod service;
 pub mod sys;
+pub mod updatecli;

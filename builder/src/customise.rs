@@ -27,6 +27,10 @@ pub struct OverlayInputs<'a> {
     pub kernel_version: &'a str,
     pub initramfs: &'a [u8],
     pub files_dir: Option<&'a Path>,
+    /// `basalt-update`, when the build has it.
+    pub update_tool: Option<&'a [u8]>,
+    /// The update remote from the manifest's `update` key.
+    pub update: Option<&'a crate::update::UpdateOverlay>,
 }
 
 /// Fills `dir` (empty) with the overlay.
@@ -54,6 +58,19 @@ pub fn write_overlay(dir: &Path, inp: &OverlayInputs<'_>) -> Result<()> {
         inp.initramfs,
         0o644,
     )?;
+    if let Some(tool) = inp.update_tool {
+        put(crate::update::UPDATE_TOOL_PATH, tool, 0o755)?;
+    }
+    if let Some(u) = inp.update {
+        put(
+            crate::update::REMOTE_CONF_PATH,
+            u.remote_conf.as_bytes(),
+            0o644,
+        )?;
+        if let Some(key) = &u.key {
+            put(crate::update::UPDATE_KEY_PATH, key, 0o644)?;
+        }
+    }
     if let Some(files) = inp.files_dir {
         copy_files_overlay(files, dir)?;
     }
@@ -138,11 +155,25 @@ mod tests {
                 kernel_version: "6.1",
                 initramfs: b"cpio",
                 files_dir: Some(&files),
+                update_tool: Some(b"ELF-update"),
+                update: Some(&crate::update::UpdateOverlay {
+                    remote_conf: "[remote \"basalt\"]\n".into(),
+                    key: Some(b"key".to_vec()),
+                }),
             },
         )
         .unwrap();
         assert_eq!(fs::read(out.join("usr/etc/ssh/banner")).unwrap(), b"hi");
         assert_eq!(fs::read(out.join("usr/share/x/y")).unwrap(), b"y");
+        assert_eq!(
+            fs::read(out.join("usr/libexec/basalt/basalt-update")).unwrap(),
+            b"ELF-update"
+        );
+        assert!(out.join("usr/etc/ostree/remotes.d/basalt.conf").is_file());
+        assert_eq!(
+            fs::read(out.join("usr/share/basalt/keys/basalt.gpg")).unwrap(),
+            b"key"
+        );
         assert_eq!(
             fs::read(out.join("usr/lib/modules/6.1/initramfs.img")).unwrap(),
             b"cpio"
@@ -178,6 +209,8 @@ mod tests {
                 kernel_version: "6.1",
                 initramfs: b"",
                 files_dir: Some(&files),
+                update_tool: None,
+                update: None,
             },
         )
         .unwrap_err()

@@ -27,12 +27,14 @@ fn gerr(what: &'static str) -> impl FnOnce(glib::Error) -> anyhow::Error {
     move |e| anyhow!("{what}: {e}")
 }
 
-/// Creates a sysroot in `staging` and deploys `commit` from `build_repo`.
+/// Creates a sysroot in `staging` and deploys `commit` from `build_repo`,
+/// with an origin that follows `origin_ref` on the update remote.
 pub fn deploy(
     staging: &Path,
     build_repo: &Path,
     ref_name: &str,
     commit: &str,
+    origin_ref: &str,
     kargs: &[String],
 ) -> Result<Deployed> {
     std::fs::create_dir_all(staging).with_context(|| format!("creating {}", staging.display()))?;
@@ -63,7 +65,8 @@ pub fn deploy(
     repo.pull_with_options(&url, &opts.end(), None, gio::Cancellable::NONE)
         .map_err(|e| anyhow!("pulling {ref_name} into the staging sysroot: {e}"))?;
 
-    let origin = sysroot.origin_new_from_refspec(&format!("{STATEROOT}:{ref_name}"));
+    // The remote `basalt-update` pulls from has the stateroot's name.
+    let origin = sysroot.origin_new_from_refspec(&format!("{STATEROOT}:{origin_ref}"));
     let kargs: Vec<&str> = kargs.iter().map(String::as_str).collect();
     let deployment = sysroot
         .deploy_tree(

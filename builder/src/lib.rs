@@ -20,5 +20,6 @@ pub mod progress;
 pub mod publish;
 pub mod record;
 pub mod rootfs;
+pub mod update;
 pub mod util;
 pub mod vm;

@@ -63,6 +63,32 @@ pub struct GpgSpec {
     pub homedir: Option<PathBuf>,
 }
 
+/// Where hosts get their upgrades: written into the image as the OSTree
+/// remote `basalt` (`/etc/ostree/remotes.d/basalt.conf`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSpec {
+    /// Base URL of the repository `basalt publish` writes.
+    pub url: String,
+    /// Ref hosts follow; the image's `ref` when absent.
+    #[serde(default, rename = "ref")]
+    pub ostree_ref: Option<String>,
+    /// Public GPG key (binary or armored export, relative to the manifest)
+    /// that release commits and the summary must be signed with.
+    #[serde(default)]
+    pub gpg_key_file: Option<PathBuf>,
+    /// Refuse unsigned releases; true when `gpg_key_file` is given.
+    #[serde(default)]
+    pub require_signatures: Option<bool>,
+}
+
+impl UpdateSpec {
+    pub fn signatures_required(&self) -> bool {
+        self.require_signatures
+            .unwrap_or(self.gpg_key_file.is_some())
+    }
+}
+
 /// The manifest as written by the user (schema v1).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +130,9 @@ pub struct Manifest {
     /// Sign the commit with this GPG key.
     #[serde(default)]
     pub gpg: Option<GpgSpec>,
+    /// The update remote hosts upgrade from.
+    #[serde(default)]
+    pub update: Option<UpdateSpec>,
 }
 
 fn default_suite() -> String {
@@ -186,6 +215,15 @@ impl LoadedManifest {
     /// The overlay directory, resolved against the manifest's directory.
     pub fn files_dir(&self) -> Option<PathBuf> {
         self.manifest.files.as_ref().map(|f| self.base_dir.join(f))
+    }
+
+    /// The update key file, resolved against the manifest's directory.
+    pub fn update_key_file(&self) -> Option<PathBuf> {
+        self.manifest
+            .update
+            .as_ref()
+            .and_then(|u| u.gpg_key_file.as_ref())
+            .map(|k| self.base_dir.join(k))
     }
 
     pub fn gpg_homedir(&self) -> Option<PathBuf> {
@@ -287,6 +325,31 @@ impl Manifest {
                 return Err(bad("gpg.key_id", "must not be empty".into()));
             }
         }
+        if let Some(u) = &self.update {
+            let scheme_ok = ["http://", "https://", "file:///"]
+                .iter()
+                .any(|p| u.url.starts_with(p) && u.url.len() > p.len());
+            if !scheme_ok || u.url.contains(char::is_whitespace) {
+                return Err(bad(
+                    "update.url",
+                    format!("{:?} is not an http://, https:// or file:/// URL", u.url),
+                ));
+            }
+            if let Some(r) = &u.ostree_ref {
+                if r.is_empty() || r.starts_with('/') || r.contains("..") || r.contains(' ') {
+                    return Err(bad(
+                        "update.ref",
+                        format!("{r:?} is not a valid OSTree ref"),
+                    ));
+                }
+            }
+            if u.require_signatures == Some(true) && u.gpg_key_file.is_none() {
+                return Err(bad(
+                    "update.require_signatures",
+                    "is true but no `gpg_key_file` names the key to check them with".into(),
+                ));
+            }
+        }
         for a in &self.kernel_args {
             if a.contains(char::is_whitespace) || a.is_empty() {
                 return Err(bad(
@@ -381,6 +444,32 @@ mod tests {
         assert_eq!(parse_size("512M"), Some(512 << 20));
         assert_eq!(parse_size("100"), Some(100));
         assert_eq!(parse_size("x"), None);
+    }
+
+    #[test]
+    fn update_key() {
+        let m = parse(
+            "name: h\nversion: '1'\nupdate:\n  url: http://10.0.2.2:8080/\n  gpg_key_file: k.gpg\n",
+        )
+        .unwrap();
+        let u = m.manifest.update.as_ref().unwrap();
+        assert!(u.signatures_required());
+        assert_eq!(m.update_key_file(), Some(PathBuf::from("./k.gpg")));
+        let m = parse("name: h\nversion: '1'\nupdate: {url: 'https://u.example/r'}\n").unwrap();
+        assert!(!m.manifest.update.unwrap().signatures_required());
+        let err =
+            parse("name: h\nversion: '1'\nupdate:\n  url: http://x/\n  require_signatures: true\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("update.require_signatures"), "{err}");
+        let err = parse("name: h\nversion: '1'\nupdate:\n  url: ftp://x/\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("update.url"), "{err}");
+        let err = parse("name: h\nversion: '1'\nupdate:\n  url: http://x/\n  gpg_key: k\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gpg_key") && err.contains("line 5"), "{err}");
     }
 
     #[test]

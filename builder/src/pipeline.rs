@@ -116,6 +116,23 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         );
     }
     let agent_hash = util::sha256_hex(&agent);
+    let update = crate::update::UpdateOverlay::load(&lm)?;
+    let update_tool = match crate::update::default_tool_path() {
+        Some(p) => Some(fs::read(&p).with_context(|| format!("reading {}", p.display()))?),
+        None if update.is_some() => bail!(
+            "{}: `update` is set, but there is no basalt-update binary to put in the image: build it with `ci/build-update` or set BASALT_UPDATE",
+            lm.source_name
+        ),
+        None => None,
+    };
+    let update_key = format!(
+        "{}:{}",
+        update_tool
+            .as_deref()
+            .map(util::sha256_hex)
+            .unwrap_or_default(),
+        update.as_ref().map(|u| u.digest()).unwrap_or_default()
+    );
 
     let gpg_key = opts
         .sign_key
@@ -169,6 +186,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         ("base", &base),
         ("initramfs", &initrd_key),
         ("agent", &agent_hash),
+        ("update", &update_key),
         ("files", &files_hash),
         ("hostfiles", &crate::hostfiles::digest()),
         ("os-release", &customise::os_release(m)),
@@ -188,6 +206,8 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
                         kernel_version: &kver,
                         initramfs: &initrd,
                         files_dir: files_dir.as_deref(),
+                        update_tool: update_tool.as_deref(),
+                        update: update.as_ref(),
                     },
                 )?;
                 let meta = image_metadata(&m.version, &lm.digest, date);
@@ -214,7 +234,17 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
 
     let mut kargs = vec![format!("root=LABEL={ROOT_LABEL}")];
     kargs.extend(m.kernel_args.iter().cloned());
-    let deploy_key = util::cache_key(&[("commit", &commit), ("kargs", &kargs.join(" "))]);
+    // Hosts follow the update ref (the image's own ref unless `update.ref` says otherwise).
+    let origin_ref = m
+        .update
+        .as_ref()
+        .and_then(|u| u.ostree_ref.clone())
+        .unwrap_or_else(|| ref_name.clone());
+    let deploy_key = util::cache_key(&[
+        ("commit", &commit),
+        ("kargs", &kargs.join(" ")),
+        ("origin", &origin_ref),
+    ]);
     let sysroot_dir = opts.cache_dir.join("sysroot").join(&deploy_key);
     let entry_path = sysroot_dir.join("basalt-entry.json");
     let deployed = stages.run("deploy", || {
@@ -225,7 +255,14 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         }
         crate::cleanup::remove_tree(&sysroot_dir)?;
         let staging = sysroot_dir.join("root");
-        let d = deploy::deploy(&staging, &repo_path, &ref_name, &commit, &kargs)?;
+        let d = deploy::deploy(
+            &staging,
+            &repo_path,
+            &ref_name,
+            &commit,
+            &origin_ref,
+            &kargs,
+        )?;
         let cached = CachedDeploy {
             entry_text: d.entry.render(),
             kernel: d

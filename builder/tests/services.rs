@@ -170,7 +170,11 @@ fn services_run_restart_and_power_off_cleanly() {
     let crash = h.wait_service("crashloop", "restarted", |s| {
         s["restarts"].as_u64().unwrap_or(0) >= 2
     });
-    assert_ne!(crash["state"], "running");
+    // Between two crashes it waits in backoff (or is briefly running again).
+    assert!(
+        crash["state"] == "backoff" || crash["state"] == "running",
+        "{crash}"
+    );
     // ... and it did not hold back the ready line, which came before any service started.
     let text = h.vm.console_text();
     let ready = text.find("ready (commit ").unwrap();
@@ -218,7 +222,7 @@ fn services_run_restart_and_power_off_cleanly() {
     h.vm.wait_for("Basalt: boot healthy", BOOT_TIMEOUT).unwrap();
     let status: serde_json::Value =
         serde_json::from_str(&h.ssh("basaltctl status --json")).unwrap();
-    assert_eq!(status["status"]["health"], "blessed", "{status}");
+    assert_eq!(status["boot"]["health"], "blessed", "{status}");
 
     // A killed service comes back under a new pid.
     let before = h.service("chrony");

@@ -1,0 +1,125 @@
+//! `status`: the deployments, their signatures and their boot entries, as
+//! text or as a versioned JSON object.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::esp::{EntryState, Esp};
+use crate::host::Host;
+use crate::remote::{self, SignatureState};
+
+pub const API_VERSION: &str = "basalt.dev/v1";
+pub const KIND: &str = "HostStatus";
+
+#[derive(Debug, Serialize)]
+pub struct HostStatus {
+    #[serde(rename = "apiVersion")]
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub remote: Option<String>,
+    /// Index into `deployments` of each role.
+    pub booted: Option<usize>,
+    pub staged: Option<usize>,
+    pub rollback: Option<usize>,
+    pub deployments: Vec<DeploymentStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeploymentStatus {
+    pub index: usize,
+    pub path: String,
+    pub commit: String,
+    pub version: Option<String>,
+    pub timestamp: u64,
+    pub origin: Option<String>,
+    pub booted: bool,
+    pub default: bool,
+    pub pinned: bool,
+    pub signature: Option<SignatureState>,
+    /// The ESP entry booting it, and its boot-counting state.
+    pub entry: Option<String>,
+    pub entry_state: Option<EntryState>,
+}
+
+pub fn collect(host: &Host) -> Result<HostStatus> {
+    let list = host.deployments();
+    let booted = host.booted();
+    let repo = host
+        .merge_deployment()
+        .and_then(|m| remote::open_repo(host.root(), &host.remotes_dir(&m)).ok());
+    let esp = host.with_esp(Esp::read).ok();
+    let mut out = Vec::new();
+    for (index, d) in list.iter().enumerate() {
+        let info = host.info(d)?;
+        let entry = esp.as_ref().and_then(|e| e.entry_for(&info.path));
+        out.push(DeploymentStatus {
+            index,
+            booted: booted.as_ref().is_some_and(|b| b.equal(d)),
+            default: index == 0,
+            pinned: d.is_pinned(),
+            signature: repo
+                .as_ref()
+                .map(|r| remote::signature_state(r, &info.commit)),
+            entry: entry.map(|e| e.file_name.clone()),
+            entry_state: entry.map(|e| e.state()),
+            path: info.path,
+            commit: info.commit,
+            version: info.version,
+            timestamp: info.timestamp,
+            origin: info.refspec,
+        });
+    }
+    let booted_idx = out.iter().position(|d| d.booted);
+    let staged = list.iter().position(|d| d.is_staged());
+    // The rollback is what boots when the default fails: the next one in line.
+    let rollback = (0..out.len()).find(|&i| i != 0 && Some(i) != staged);
+    Ok(HostStatus {
+        api_version: API_VERSION,
+        kind: KIND,
+        remote: repo.as_ref().map(remote::remote_url),
+        booted: booted_idx,
+        staged,
+        rollback,
+        deployments: out,
+    })
+}
+
+pub fn render(s: &HostStatus) -> String {
+    let mut t = format!(
+        "update remote: {}\n",
+        s.remote.as_deref().unwrap_or("(none configured)")
+    );
+    for d in &s.deployments {
+        let mut roles = Vec::new();
+        if d.booted {
+            roles.push("booted");
+        }
+        if d.default {
+            roles.push("default");
+        }
+        if s.rollback == Some(d.index) {
+            roles.push("rollback");
+        }
+        if d.pinned {
+            roles.push("pinned");
+        }
+        let marker = if d.booted { '*' } else { ' ' };
+        t.push_str(&format!(
+            "{marker} {} version {} [{}]\n    commit    {}\n    timestamp {}\n    origin    {}\n    signature {}\n    entry     {}\n",
+            d.index,
+            d.version.as_deref().unwrap_or("?"),
+            roles.join(", "),
+            d.commit,
+            d.timestamp,
+            d.origin.as_deref().unwrap_or("-"),
+            d.signature
+                .as_ref()
+                .map_or("unknown (no remote)".to_string(), |s| s.to_string()),
+            match (&d.entry, &d.entry_state) {
+                (Some(n), Some(st)) => format!("{n}: {st}"),
+                _ => "none on the ESP".into(),
+            }
+        ));
+    }
+    t
+}

@@ -1,0 +1,251 @@
+//! `basalt-update` against a sysroot and an ESP in temp dirs, upgrading from
+//! releases published with `basalt publish` and served over HTTP.
+
+mod support;
+
+use support::*;
+
+const V1: Release = Release {
+    version: "1.0.0",
+    initramfs: "initramfs one",
+    motd: "motd one\n",
+};
+const V2: Release = Release {
+    version: "2.0.0",
+    initramfs: "initramfs two",
+    motd: "motd two\n",
+};
+
+#[test]
+fn upgrade_merges_etc_keeps_the_old_entry_rolls_back_and_cleans_up() {
+    let h = Host::new();
+    let (r1, c1) = h.build(&V1, 1);
+    let p1 = h.publish(&r1, true);
+    assert_eq!(p1.commit, c1, "the first release is the build commit");
+    h.install(&c1);
+    let (r2, _) = h.build(&V2, 2);
+
+    // The administrator's changes in /etc and data in /var.
+    let etc1 = h.deploy_dir(&c1).join("etc");
+    std::fs::write(etc1.join("hostname"), "edited\n").unwrap();
+    std::fs::write(etc1.join("local.conf"), "mine\n").unwrap();
+    let var = h.path("sysroot/ostree/deploy/basalt/var/lib/data");
+    std::fs::create_dir_all(var.parent().unwrap()).unwrap();
+    std::fs::write(&var, "data").unwrap();
+
+    assert!(h.update_ok(&["upgrade", "--check"]).contains("no update"));
+    // libostree revalidates its cached summary with If-Modified-Since, and
+    // http.server's Last-Modified has one-second resolution.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let p2 = h.publish(&r2, true);
+    let c2 = p2.commit.clone();
+    let check = h.update_ok(&["upgrade", "--check"]);
+    assert!(check.contains("update available: version 2.0.0"), "{check}");
+    assert!(!h.deploy_dir(&c2).exists(), "--check deploys nothing");
+
+    let out = h.update_ok(&["upgrade"]);
+    assert!(out.contains("deployed version 2.0.0"), "{out}");
+    let pulled: u64 = out
+        .split("pulled ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect(&out);
+    eprintln!(
+        "figures: pulled {pulled} bytes for v1->v2; full commit {} bytes; delta {:?}",
+        p2.commit_size,
+        p2.deltas.iter().map(|d| d.size).collect::<Vec<_>>()
+    );
+    assert!(
+        pulled * 10 < p2.commit_size,
+        "{pulled} vs {}",
+        p2.commit_size
+    );
+
+    // The new deployment: v2's tree, /etc merged, /var untouched.
+    let etc2 = h.deploy_dir(&c2).join("etc");
+    assert_eq!(
+        std::fs::read_to_string(etc2.join("hostname")).unwrap(),
+        "edited\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc2.join("local.conf")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc2.join("motd")).unwrap(),
+        "motd two\n"
+    );
+    assert_eq!(std::fs::read_to_string(&var).unwrap(), "data");
+
+    let s = h.status();
+    assert_eq!(s["apiVersion"], "basalt.dev/v1");
+    assert_eq!(s["kind"], "HostStatus");
+    let d = &s["deployments"];
+    assert_eq!(d[0]["commit"], c2.as_str());
+    assert_eq!(d[0]["version"], "2.0.0");
+    assert_eq!(d[0]["signature"]["state"], "verified");
+    assert_eq!(d[0]["entry_state"]["state"], "counting");
+    assert_eq!(d[0]["entry_state"]["left"], 3);
+    assert_eq!(d[1]["commit"], c1.as_str());
+    assert_eq!(d[1]["booted"], true);
+    assert_eq!(d[1]["entry"], "basalt-1+3.conf");
+    assert_eq!(s["booted"], 1);
+    assert_eq!(s["rollback"], 1);
+    let new_entry = format!("basalt-{}-0+3.conf", &c2[..12]);
+    assert_eq!(
+        h.entries(),
+        vec!["basalt-1+3.conf".to_string(), new_entry.clone()]
+    );
+    let text = std::fs::read_to_string(h.path("esp/loader/entries").join(&new_entry)).unwrap();
+    assert!(
+        text.contains(&format!("ostree=/ostree/deploy/basalt/deploy/{c2}.0")),
+        "{text}"
+    );
+    assert!(text.contains("root=LABEL=basalt-root"), "{text}");
+    let kernel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("initrd "))
+        .unwrap()
+        .to_string();
+    assert!(h.path("esp").join(kernel.trim_start_matches('/')).is_file());
+    let old = std::fs::read_to_string(h.path("esp/loader/entries/basalt-1+3.conf")).unwrap();
+    assert!(
+        old.contains(&format!("ostree=/ostree/deploy/basalt/deploy/{c1}.0")),
+        "{old}"
+    );
+
+    // Upgrading again changes nothing.
+    assert!(h.update_ok(&["upgrade"]).contains("no update"));
+
+    // Rollback: v1 is the default again, on the sysroot and on the ESP.
+    let out = h.update_ok(&["rollback"]);
+    assert!(out.contains("version 1.0.0"), "{out}");
+    let s = h.status();
+    assert_eq!(s["deployments"][0]["commit"], c1.as_str());
+    assert_eq!(s["deployments"][1]["commit"], c2.as_str());
+    let gen = |name: &str| -> u64 {
+        let t = std::fs::read_to_string(h.path("esp/loader/entries").join(name)).unwrap();
+        t.lines()
+            .find_map(|l| l.strip_prefix("version "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(gen("basalt-1+3.conf") > gen(&new_entry));
+
+    // Cleanup of the rollback deployment removes v2, its entry and kernel.
+    let out = h.update_ok(&["cleanup", "--rollback"]);
+    assert!(out.contains("1 deployment(s) removed"), "{out}");
+    assert!(!h.deploy_dir(&c2).exists());
+    assert_eq!(h.entries(), vec!["basalt-1+3.conf".to_string()]);
+    assert!(!h.path("esp").join(kernel.trim_start_matches('/')).exists());
+    assert_eq!(h.status()["deployments"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn unsigned_release_is_refused_and_nothing_changes() {
+    let h = Host::new();
+    let (r1, c1) = h.build(&V1, 1);
+    h.publish(&r1, false);
+    h.install(&c1);
+    let (r2, _) = h.build(&V2, 2);
+    h.publish(&r2, false);
+    let before = h.snapshot();
+    let out = h.update(&["upgrade"]);
+    let err = stderr(&out);
+    eprintln!("refused: {err}");
+    assert!(!out.status.success());
+    assert!(
+        err.contains("pulling basalt:basalt/x86_64/test from http://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(
+        err.to_lowercase().contains("gpg") || err.contains("signature"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(before == h.snapshot(), "a refused upgrade changed the host");
+}
+
+#[test]
+fn missing_ref_and_dead_server_leave_the_host_unchanged() {
+    let mut h = Host::new();
+    let (r1, c1) = h.build(&V1, 1);
+    h.publish(&r1, true);
+    h.install(&c1);
+    let before = h.snapshot();
+
+    let out = h.update(&["rebase", "basalt/x86_64/nonexistent"]);
+    let err = stderr(&out);
+    eprintln!("missing ref: {err}");
+    assert!(!out.status.success());
+    assert!(err.contains("basalt/x86_64/nonexistent"), "{err}");
+    assert!(before == h.snapshot(), "a failed rebase changed the host");
+
+    h.server.stop();
+    let out = h.update(&["upgrade"]);
+    let err = stderr(&out);
+    eprintln!("server down: {err}");
+    assert!(!out.status.success());
+    assert!(err.contains(&h.url()), "{err}");
+    assert!(before == h.snapshot(), "a failed upgrade changed the host");
+}
+
+#[test]
+fn pin_keeps_a_deployment_through_cleanup() {
+    let h = Host::new();
+    let (r1, c1) = h.build(&V1, 1);
+    h.publish(&r1, true);
+    h.install(&c1);
+    let (r2, _) = h.build(&V2, 2);
+    let c2 = h.publish(&r2, true).commit;
+    h.update_ok(&["upgrade"]);
+    // Pretend the host rebooted into v2, then pin v1 and clean up.
+    std::fs::write(
+        h.path("booted"),
+        format!("commit={c2}\ndeployment=/ostree/deploy/basalt/deploy/{c2}.0\nstateroot=basalt\n"),
+    )
+    .unwrap();
+    assert!(h.update_ok(&["pin", &c1[..8]]).contains("pinned"));
+    assert!(h.status()["deployments"][1]["pinned"] == true);
+    h.update_ok(&["cleanup", "--rollback"]);
+    assert_eq!(h.status()["deployments"].as_array().unwrap().len(), 2);
+    h.update_ok(&["unpin", "1"]);
+    h.update_ok(&["cleanup", "--rollback"]);
+    assert_eq!(h.status()["deployments"].as_array().unwrap().len(), 1);
+    assert_eq!(h.entries().len(), 1);
+}
+
+#[test]
+fn tampered_delta_is_refused_and_nothing_changes() {
+    let h = Host::new();
+    let (r1, c1) = h.build(&V1, 1);
+    h.publish(&r1, true);
+    h.install(&c1);
+    let (r2, _) = h.build(&V2, 2);
+    h.publish(&r2, true);
+    let mut parts = 0;
+    let mut stack = vec![h.path("pub/deltas")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.file_name() == "0" {
+                let mut data = std::fs::read(e.path()).unwrap();
+                let last = data.len() - 1;
+                data[last] ^= 0xff;
+                std::fs::write(e.path(), data).unwrap();
+                parts += 1;
+            }
+        }
+    }
+    assert!(parts > 0, "the publish wrote no delta parts");
+    let before = h.snapshot();
+    let out = h.update(&["upgrade"]);
+    let err = stderr(&out);
+    eprintln!("tampered: {err}");
+    assert!(!out.status.success());
+    assert!(err.contains("pulling basalt:"), "{err}");
+    assert!(before == h.snapshot(), "a refused upgrade changed the host");
+}

@@ -1,0 +1,124 @@
+//! What an image needs to upgrade itself: the `basalt-update` tool, the
+//! OSTree remote `basalt` from the manifest's `update` key, and its key.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::manifest::LoadedManifest;
+
+/// Where the image carries the update tool (`basaltctl` execs it).
+pub const UPDATE_TOOL_PATH: &str = "usr/libexec/basalt/basalt-update";
+/// The remote's configuration, in the image's default `/etc`.
+pub const REMOTE_CONF_PATH: &str = "usr/etc/ostree/remotes.d/basalt.conf";
+/// The key release signatures are checked with.
+pub const UPDATE_KEY_PATH: &str = "usr/share/basalt/keys/basalt.gpg";
+/// The remote's name, as `basalt-update` expects it.
+pub const REMOTE_NAME: &str = "basalt";
+
+/// Files the overlay gets for updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateOverlay {
+    pub remote_conf: String,
+    pub key: Option<Vec<u8>>,
+}
+
+impl UpdateOverlay {
+    /// Reads the manifest's `update` key (None without one); checks the key file.
+    pub fn load(lm: &LoadedManifest) -> Result<Option<Self>> {
+        let Some(spec) = &lm.manifest.update else {
+            return Ok(None);
+        };
+        let key = match lm.update_key_file() {
+            Some(path) => Some(read_key(&path, &lm.source_name)?),
+            None => None,
+        };
+        let required = spec.signatures_required();
+        let mut conf = format!(
+            "[remote \"{REMOTE_NAME}\"]\nurl={}\ngpg-verify={required}\ngpg-verify-summary={required}\n",
+            spec.url
+        );
+        if key.is_some() {
+            conf.push_str(&format!("gpgkeypath=/{UPDATE_KEY_PATH}\n"));
+        }
+        Ok(Some(Self {
+            remote_conf: conf,
+            key,
+        }))
+    }
+
+    /// Identifies the overlay's content in cache keys.
+    pub fn digest(&self) -> String {
+        let mut bytes = self.remote_conf.clone().into_bytes();
+        bytes.extend_from_slice(self.key.as_deref().unwrap_or_default());
+        crate::util::sha256_hex(&bytes)
+    }
+}
+
+/// An OpenPGP public key export: armored, or binary starting with a public-key packet.
+fn read_key(path: &Path, manifest: &str) -> Result<Vec<u8>> {
+    let data = fs::read(path).with_context(|| {
+        format!(
+            "{manifest}: field `update.gpg_key_file`: reading {}",
+            path.display()
+        )
+    })?;
+    let armored = data.starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK-----");
+    // Old-format (0x98, 0x99) and new-format (0xc6) public-key packet tags.
+    let binary = matches!(data.first(), Some(0x98 | 0x99 | 0xc6));
+    if !armored && !binary {
+        bail!(
+            "{manifest}: field `update.gpg_key_file`: {} is not an OpenPGP public key (`gpg --export KEY > FILE`)",
+            path.display()
+        );
+    }
+    Ok(data)
+}
+
+/// Where `basalt-update` is looked for: `BASALT_UPDATE`, else next to `basalt`.
+pub fn default_tool_path() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("BASALT_UPDATE") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join("basalt-update")).filter(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_conf_follows_the_manifest() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("k.gpg"), b"\x99\x00\x33key").unwrap();
+        let text =
+            "name: h\nversion: '1'\nupdate:\n  url: http://10.0.2.2:8080/\n  gpg_key_file: k.gpg\n";
+        let lm = LoadedManifest::parse(text, "m.yaml", d.path().to_path_buf()).unwrap();
+        let o = UpdateOverlay::load(&lm).unwrap().unwrap();
+        assert_eq!(
+            o.remote_conf,
+            "[remote \"basalt\"]\nurl=http://10.0.2.2:8080/\ngpg-verify=true\ngpg-verify-summary=true\ngpgkeypath=/usr/share/basalt/keys/basalt.gpg\n"
+        );
+        assert_eq!(o.key.as_deref(), Some(&b"\x99\x00\x33key"[..]));
+
+        let text = "name: h\nversion: '1'\nupdate: {url: 'http://x/', require_signatures: false}\n";
+        let lm = LoadedManifest::parse(text, "m.yaml", d.path().to_path_buf()).unwrap();
+        let o = UpdateOverlay::load(&lm).unwrap().unwrap();
+        assert!(o.remote_conf.contains("gpg-verify=false\n") && o.key.is_none());
+
+        fs::write(d.path().join("bad.gpg"), b"hello").unwrap();
+        let text = "name: h\nversion: '1'\nupdate: {url: 'http://x/', gpg_key_file: bad.gpg}\n";
+        let lm = LoadedManifest::parse(text, "m.yaml", d.path().to_path_buf()).unwrap();
+        let err = format!("{:#}", UpdateOverlay::load(&lm).unwrap_err());
+        assert!(
+            err.contains("bad.gpg") && err.contains("not an OpenPGP"),
+            "{err}"
+        );
+        let text = "name: h\nversion: '1'\nupdate: {url: 'http://x/', gpg_key_file: none.gpg}\n";
+        let lm = LoadedManifest::parse(text, "m.yaml", d.path().to_path_buf()).unwrap();
+        let err = format!("{:#}", UpdateOverlay::load(&lm).unwrap_err());
+        assert!(err.contains("none.gpg"), "{err}");
+    }
+}
