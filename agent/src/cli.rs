@@ -23,7 +23,9 @@ commands:
   poweroff                         ask PID 1 to shut down and power off
   reboot                           ask PID 1 to shut down and reboot
   journal [OPTIONS] [FIELD=value]  query the journal (journal --help lists the options)
-  journald                         the journal daemon (run by PID 1 as the journald unit)";
+  journald                         the journal daemon (run by PID 1 as the journald unit)
+  cloud-init status [--json]       datasource, instance-id, modules run and problems
+  cloud-init schema --config FILE  check a cloud-config file offline";
 
 /// Pick the role from the process id and the initramfs marker, then run it.
 pub fn run() -> Result<()> {
@@ -64,6 +66,11 @@ pub fn run() -> Result<()> {
         ["service", "restart", name] => Request::ServiceRestart { name: named(name) },
         ["poweroff"] => Request::Poweroff,
         ["reboot"] => Request::Reboot,
+        ["cloud-init", "boot"] => return crate::cloudinit::boot::run(),
+        ["cloud-init", "status"] => return crate::cloudinit::status::status(Path::new("/"), json),
+        ["cloud-init", "schema", "--config", file] => {
+            return crate::cloudinit::status::check_schema(Path::new(file))
+        }
         _ => bail!("unknown command {:?}\n{USAGE}", args.join(" ")),
     };
     show(&request, json)

@@ -9,6 +9,7 @@
 pub mod apifs;
 pub mod bless;
 pub mod cli;
+pub mod cloudinit;
 pub mod cmdline;
 pub mod console;
 pub mod control;

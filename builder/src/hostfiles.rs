@@ -10,6 +10,11 @@ pub const HOST_FILES: &[(&str, &str, u32)] = &[
         0o644,
     ),
     (
+        "usr/lib/basalt/units/cloud-init.yaml",
+        include_str!("../hostfiles/usr/lib/basalt/units/cloud-init.yaml"),
+        0o644,
+    ),
+    (
         "usr/lib/basalt/units/network.yaml",
         include_str!("../hostfiles/usr/lib/basalt/units/network.yaml"),
         0o644,

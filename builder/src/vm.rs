@@ -294,6 +294,17 @@ impl Vm {
 
     /// Runs `command` in the guest over SSH (forwarded port, key login as root).
     pub fn ssh(&self, port: u16, key: &Path, command: &str) -> Result<std::process::Output> {
+        self.ssh_as("root", port, key, command)
+    }
+
+    /// [`Self::ssh`] as another user.
+    pub fn ssh_as(
+        &self,
+        user: &str,
+        port: u16,
+        key: &Path,
+        command: &str,
+    ) -> Result<std::process::Output> {
         Command::new("ssh")
             .args(["-p", &port.to_string(), "-i"])
             .arg(key)
@@ -308,7 +319,7 @@ impl Vm {
                 "ConnectTimeout=5",
                 "-o",
                 "LogLevel=ERROR",
-                "root@127.0.0.1",
+                &format!("{user}@127.0.0.1"),
                 command,
             ])
             .stdin(Stdio::null())

@@ -29,12 +29,18 @@ struct SshVm {
 
 impl SshVm {
     fn boot(image_var: &str, name: &str, args: &[&str]) -> Self {
-        Self::boot_with(image_var, name, args, false)
+        Self::boot_with(image_var, name, args, false, &[])
     }
 
     /// `host_network`: QEMU's user network offers a router and DNS (the
     /// test image's chrony points at the host, so nothing leaves the machine).
-    fn boot_with(image_var: &str, name: &str, args: &[&str], host_network: bool) -> Self {
+    fn boot_with(
+        image_var: &str,
+        name: &str,
+        args: &[&str],
+        host_network: bool,
+        disks: &[PathBuf],
+    ) -> Self {
         let image = PathBuf::from(
             std::env::var(image_var).unwrap_or_else(|_| panic!("{image_var} names a test image")),
         );
@@ -47,6 +53,7 @@ impl SshVm {
         opts.snapshot = false;
         opts.ssh_port = Some(port);
         opts.host_network = host_network;
+        opts.extra_disks = disks.to_vec();
         opts.console_log = std::env::var("BASALT_TEST_LOGS").ok().map(|d| {
             std::fs::create_dir_all(&d).unwrap();
             PathBuf::from(d).join(format!("{name}.console.log"))
@@ -299,7 +306,7 @@ fn dhcp_sets_route_and_dns_and_power_button_powers_off_cleanly() {
         return;
     }
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let mut h = SshVm::boot_with("BASALT_TEST_SSH_IMAGE", "power-button", &[], true);
+    let mut h = SshVm::boot_with("BASALT_TEST_SSH_IMAGE", "power-button", &[], true, &[]);
     h.vm.wait_for_ssh(h.port, &h.key, BOOT_TIMEOUT).unwrap();
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
@@ -520,4 +527,97 @@ fn ctrl_alt_del_reboots_and_the_journal_keeps_both_boots() {
             around(&ours)
         );
     }
+}
+
+/// cloud-init from a real NoCloud seed (`cloud-localds`, vfat labelled
+/// `cidata`): the hostname, a user with an SSH key and sudo rule, a written
+/// file, a runcmd, a package key that is only warned about, and a bad
+/// write_files entry that fails alone. The user logs in over SSH with its key.
+#[test]
+fn cloud_init_provisions_from_a_nocloud_seed() {
+    if !enabled("cloud_init_provisions_from_a_nocloud_seed") {
+        return;
+    }
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let key = PathBuf::from(std::env::var("BASALT_TEST_SSH_KEY").expect("BASALT_TEST_SSH_KEY"));
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let seed_dir = tempfile::tempdir().unwrap();
+    let user_data = seed_dir.path().join("user-data");
+    std::fs::write(
+        &user_data,
+        format!(
+            "#cloud-config
+hostname: ci-node
+users:
+  - default
+  - name: alice
+    gecos: Alice Example
+    shell: /bin/sh
+    sudo: ALL=(ALL) NOPASSWD:ALL
+    ssh_authorized_keys:
+      - {public}
+write_files:
+  - path: /etc/basalt-ci/hello.txt
+    content: aGVsbG8gZnJvbSBjbG91ZC1pbml0Cg==
+    encoding: b64
+    permissions: '0640'
+  - path: /etc/basalt-ci/broken.txt
+    content: x
+    encoding: rot13
+runcmd:
+  - [sh, -c, 'echo ran > /var/lib/basalt-ci-runcmd']
+packages: [htop]
+",
+            public = public.trim()
+        ),
+    )
+    .unwrap();
+    let meta = seed_dir.path().join("meta-data");
+    std::fs::write(&meta, "instance-id: iid-ci-1\nlocal-hostname: ignored\n").unwrap();
+    let seed = seed_dir.path().join("seed.img");
+    let out = std::process::Command::new("cloud-localds")
+        .args(["--filesystem", "vfat"])
+        .arg(&seed)
+        .arg(&user_data)
+        .arg(&meta)
+        .output()
+        .expect("cloud-localds (package cloud-image-utils)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let h = SshVm::boot_with("BASALT_TEST_SSH_IMAGE", "cloud-init", &[], false, &[seed]);
+    h.vm.wait_for("basalt-init: finished cloud-init", BOOT_TIMEOUT)
+        .unwrap();
+    h.vm.wait_for_ssh(h.port, &h.key, BOOT_TIMEOUT).unwrap();
+    let log = h.ssh("basaltctl journal -u cloud-init.service -o cat");
+    assert!(
+        log.contains("datasource NoCloud") && log.contains("iid-ci-1"),
+        "{log}"
+    );
+    assert_eq!(h.ssh("hostname").trim(), "ci-node");
+    // The user logs in with its own key, and its sudo rule is in place.
+    let alice = h
+        .vm
+        .ssh_as("alice", h.port, &h.key, "id -un")
+        .unwrap();
+    assert!(
+        alice.status.success(),
+        "alice: {}",
+        String::from_utf8_lossy(&alice.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&alice.stdout), "alice\n");
+    assert_eq!(
+        h.ssh("cat /etc/basalt-ci/hello.txt; stat -c %a /etc/basalt-ci/hello.txt"),
+        "hello from cloud-init\n640\n"
+    );
+    assert!(h.ssh("cat /etc/sudoers.d/*").contains("alice ALL=(ALL) NOPASSWD:ALL"));
+    assert_eq!(h.ssh("cat /var/lib/basalt-ci-runcmd"), "ran\n");
+    // The default user exists too; the bad entry failed alone, with its position.
+    assert!(h.ssh("getent passwd basalt").starts_with("basalt:"));
+    assert_eq!(h.ssh("test -e /etc/basalt-ci/broken.txt && echo yes || echo no").trim(), "no");
+    let status: serde_json::Value =
+        serde_json::from_str(&h.ssh("basaltctl cloud-init status --json")).unwrap();
+    assert_eq!(status["instanceId"], "iid-ci-1", "{status}");
+    let problems = status.to_string();
+    assert!(problems.contains("rot13"), "{status}");
+    assert!(problems.contains("packages"), "{status}");
 }
