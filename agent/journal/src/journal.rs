@@ -167,6 +167,22 @@ impl Journal {
             with_boot = [fields, &[("_BOOT_ID", boot_field.as_bytes())]].concat();
             &with_boot[..]
         };
+        match self.write(ts, fields) {
+            Ok(()) => {
+                self.seqnum += 1;
+                Ok(self.seqnum)
+            }
+            Err(err) => {
+                self.dropped += 1;
+                // Free space for the next entry; the error is already the one to report.
+                let _ = vacuum(&self.config.directory, &self.config.limits);
+                Err(err)
+            }
+        }
+    }
+
+    /// Write one entry, rotating first if it is due or the file is full.
+    fn write(&mut self, ts: &Timestamps, fields: &[(&str, &[u8])]) -> Result<()> {
         let estimate: u64 = fields
             .iter()
             .map(|(n, v)| 96 + (n.len() + v.len()) as u64)
@@ -176,23 +192,12 @@ impl Journal {
             self.rotate()?;
         }
         match self.active.append(self.seqnum + 1, ts, fields) {
-            Ok(_) => {}
             Err(JournalError::FileFull { .. }) => {
                 self.rotate()?;
-                if let Err(err) = self.active.append(self.seqnum + 1, ts, fields) {
-                    self.dropped += 1;
-                    return Err(err);
-                }
+                self.active.append(self.seqnum + 1, ts, fields).map(drop)
             }
-            Err(err) => {
-                self.dropped += 1;
-                // Free space for the next entry; the error is already the one to report.
-                let _ = vacuum(&self.config.directory, &self.config.limits);
-                return Err(err);
-            }
+            other => other.map(drop),
         }
-        self.seqnum += 1;
-        Ok(self.seqnum)
     }
 
     fn should_rotate(&self, ts: &Timestamps, estimate: u64) -> bool {

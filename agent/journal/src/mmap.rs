@@ -72,6 +72,22 @@ impl Mmap {
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
+    /// Drop the mapping's pages from this process's resident set without
+    /// unmapping it (`MADV_DONTNEED`). For a shared file mapping nothing is
+    /// lost: written pages stay in the page cache (dirty until written
+    /// back), and the next access maps them again.
+    pub fn release(&self) -> std::io::Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range is exactly the mapping, which stays valid.
+        let rc = unsafe { libc::madvise(self.ptr.cast(), self.len, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Flush the mapped pages to the file (`msync`).
     pub fn flush(&self) -> std::io::Result<()> {
         if self.len == 0 {

@@ -32,7 +32,7 @@ pub struct Query {
     pub since: Option<u64>,
     pub until: Option<u64>,
     /// Only entries whose MESSAGE matches.
-    pub grep: Option<regex::Regex>,
+    pub grep: Option<regex::bytes::Regex>,
 }
 
 impl Query {
@@ -90,10 +90,14 @@ impl Query {
     }
 
     /// Set a `-g` pattern; all-lowercase patterns match case-insensitively,
-    /// as journalctl does.
+    /// as journalctl does. Matching is on bytes without Unicode classes
+    /// (`\w`, `\d` and case folding are ASCII, as in journalctl's PCRE2
+    /// without UCP; `.` is one byte), which keeps Unicode tables out of
+    /// the static binary; non-ASCII literals still match their UTF-8 bytes.
     pub fn set_grep(&mut self, pattern: &str) -> Result<()> {
         let insensitive = !pattern.chars().any(|c| c.is_uppercase());
-        let regex = regex::RegexBuilder::new(pattern)
+        let regex = regex::bytes::RegexBuilder::new(pattern)
+            .unicode(false)
             .case_insensitive(insensitive)
             .build()
             .map_err(|e| JournalError::Query(format!("bad pattern {pattern:?}: {e}")))?;
@@ -135,7 +139,7 @@ impl Query {
             .any(|&item| match file.data_payload(item) {
                 Ok(payload) => payload
                     .strip_prefix(b"MESSAGE=")
-                    .is_some_and(|m| regex.is_match(&String::from_utf8_lossy(m))),
+                    .is_some_and(|m| regex.is_match(m)),
                 Err(_) => false,
             })
     }

@@ -32,7 +32,7 @@ pub(crate) fn read_u32(buf: &[u8], offset: u64) -> Option<u32> {
 pub(crate) fn read_id(buf: &[u8], offset: u64) -> Id128 {
     let at = offset as usize;
     Id128(
-        buf.get(at..at + 16)
+        buf.get(at..at.saturating_add(16))
             .and_then(|b| b.try_into().ok())
             .unwrap_or([0; 16]),
     )
@@ -126,7 +126,7 @@ impl JournalFile {
         if offset & (format::ALIGN - 1) != 0 || offset < self.header.header_size {
             return Err(self.corrupt(offset, format!("bad {kind:?} object offset")));
         }
-        let size = self.u64_at(offset + 8)?;
+        let size = self.u64_at(offset.saturating_add(8))?;
         let buf = self.map.as_slice();
         let end = offset.checked_add(size).filter(|&e| e <= buf.len() as u64);
         let Some(end) = end else {
@@ -208,7 +208,9 @@ impl JournalFile {
         }
         let hash = self.hash(payload);
         let mut p = self.u64_at(
-            self.header.data_hash_table_offset + (hash % buckets) * format::HASH_ITEM_SIZE,
+            self.header
+                .data_hash_table_offset
+                .saturating_add((hash % buckets) * format::HASH_ITEM_SIZE),
         )?;
         let mut depth = 0;
         while p != 0 {
@@ -234,19 +236,26 @@ impl JournalFile {
         }
         let hash = self.hash(name);
         let mut p = self.u64_at(
-            self.header.field_hash_table_offset + (hash % buckets) * format::HASH_ITEM_SIZE,
+            self.header
+                .field_hash_table_offset
+                .saturating_add((hash % buckets) * format::HASH_ITEM_SIZE),
         )?;
+        let mut depth = 0;
         while p != 0 {
             let o = self.object(p, ObjectType::Field, field::PAYLOAD)?;
             if &o[field::PAYLOAD as usize..] == name {
                 break;
             }
             p = read_u64(o, field::NEXT_HASH_OFFSET).unwrap_or(0);
+            depth += 1;
+            if depth > self.header.n_objects {
+                return Err(self.corrupt(p, "loop in a field hash chain"));
+            }
         }
         if p == 0 {
             return Ok(Vec::new());
         }
-        let mut d = self.u64_at(p + field::HEAD_DATA_OFFSET)?;
+        let mut d = self.u64_at(p.saturating_add(field::HEAD_DATA_OFFSET))?;
         let mut out = Vec::new();
         while d != 0 {
             let o = self.object(d, ObjectType::Data, self.layout.data_payload())?;

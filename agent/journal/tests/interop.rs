@@ -99,6 +99,23 @@ fn one_file_in_layout(compact: bool) {
     );
     assert_eq!(same_export(&file, &["-k"]), 80);
     assert_eq!(same_export(&file, &["-t", "chrony"]), 600);
+    // -g: all-lowercase patterns ignore case, others do not; \d and
+    // alternation as PCRE2 has them.
+    assert_eq!(same_export(&file, &["-g", "from sshd"]), 600);
+    // (journalctl exits 1 when -g matched nothing, as grep does.)
+    for pattern in ["FROM sshd", "FROM SSHD", "LINE = with"] {
+        let args = [file.as_str(), "-o", "export", "-g", pattern];
+        let (_, theirs, _) = journalctl(&args);
+        assert!(
+            theirs.is_empty() && basalt(&args).is_empty(),
+            "-g {pattern}"
+        );
+    }
+    assert_eq!(
+        same_export(&file, &["-g", r"^message \d+7 from (chrony|engine)"]),
+        239
+    );
+    assert!(same_export(&file, &["-g", "line = with"]) > 0);
     same_json(&file, &[]);
     same_json(&file, &["-u", "network.service", "-p", "warning"]);
     same_json(&file, &["-b", "-1", "_PID=101"]);
@@ -279,6 +296,10 @@ fn unit_matches_expand_like_journalctl() {
     let file = format!("--file={}", journal_files(dir.path())[0].display());
     assert_eq!(same_export(&file, &["-u", "a.service"]), 4);
     assert_eq!(same_export(&file, &["-u", "a"]), 4);
+    // -g: a lowercase pattern ignores case, one with capitals does not.
+    assert_eq!(same_export(&file, &["-g", "started"]), 2);
+    assert_eq!(same_export(&file, &["-g", "Started [ab]$"]), 2);
+    assert_eq!(same_export(&file, &["-g", "started|dumped core"]), 3);
     assert_eq!(
         same_export(&file, &["-u", "a.service", "-u", "b.service"]),
         5

@@ -6,7 +6,10 @@
 //! and `n_objects` move past it, and an entry is linked into the global
 //! entry array (which bumps `n_entries`) before the per-data arrays, as
 //! journald does: a reader of a file whose writer died mid-append sees
-//! every complete entry and ignores the rest.
+//! every complete entry and ignores the rest. Everything an entry needs
+//! (its object and any new entry arrays) is allocated before any of it is
+//! linked, so a full disk drops whole entries. The pages of the mapping
+//! the writer keeps resident are bounded (see [`RESIDENT_MAX`]).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -19,6 +22,10 @@ use crate::hash::{jenkins_hash64, siphash24};
 use crate::mmap::Mmap;
 
 mod index;
+mod resident;
+
+use resident::Resident;
+pub use resident::RESIDENT_MAX;
 
 /// How much the file grows at a time.
 pub const GROW_STEP: u64 = 8 << 20;
@@ -55,6 +62,8 @@ pub struct FileWriter {
     path: PathBuf,
     file: File,
     map: Mmap,
+    /// Pages of `map` touched since they were last dropped.
+    resident: Resident,
     /// First byte after the last object.
     end: u64,
     max_size: u64,
@@ -67,6 +76,9 @@ pub struct FileWriter {
     field_table: u64,
     /// Entry array chain head -> (last array, chain index of its first item).
     chain_cache: HashMap<u64, (u64, u64)>,
+    /// Data objects used lately, by hash: most entries repeat a few values,
+    /// found here without reading the data hash table.
+    recent: HashMap<u64, u64>,
 }
 
 impl FileWriter {
@@ -87,6 +99,7 @@ impl FileWriter {
             path: path.to_path_buf(),
             file,
             map: Mmap::empty(),
+            resident: Resident::new(0),
             end: format::HEADER_SIZE,
             max_size,
             keyed: params.keyed_hash,
@@ -99,6 +112,7 @@ impl FileWriter {
             data_table: 0,
             field_table: 0,
             chain_cache: HashMap::new(),
+            recent: HashMap::new(),
         };
         writer.grow(format::HEADER_SIZE)?;
         let mut flags = 0;
@@ -108,10 +122,9 @@ impl FileWriter {
         if params.compact {
             flags |= format::INCOMPAT_COMPACT;
         }
-        let buf = writer.map.as_mut_slice();
-        buf[..8].copy_from_slice(format::SIGNATURE);
-        buf[h::INCOMPATIBLE_FLAGS as usize..][..4].copy_from_slice(&flags.to_le_bytes());
-        buf[h::STATE as usize] = format::STATE_ONLINE;
+        writer.write_bytes(0, format::SIGNATURE);
+        writer.set32(h::INCOMPATIBLE_FLAGS, flags);
+        writer.write_bytes(h::STATE, &[format::STATE_ONLINE]);
         writer.set_id(h::FILE_ID, file_id);
         writer.set_id(h::MACHINE_ID, params.machine_id);
         writer.set_id(h::SEQNUM_ID, params.seqnum_id);
@@ -164,6 +177,7 @@ impl FileWriter {
         let mut writer = Self {
             path: path.to_path_buf(),
             file,
+            resident: Resident::new(len),
             map,
             end,
             max_size: max_size.min(u64::from(u32::MAX)),
@@ -175,8 +189,9 @@ impl FileWriter {
             data_table: header.data_hash_table_offset,
             field_table: header.field_hash_table_offset,
             chain_cache: HashMap::new(),
+            recent: HashMap::new(),
         };
-        writer.map.as_mut_slice()[h::STATE as usize] = format::STATE_ONLINE;
+        writer.write_bytes(h::STATE, &[format::STATE_ONLINE]);
         writer.sync()?;
         Ok(writer)
     }
@@ -190,24 +205,40 @@ impl FileWriter {
         self.path = path.to_path_buf();
     }
 
-    pub fn get64(&self, offset: u64) -> u64 {
+    /// `len` bytes of the file at `offset`, counted as resident.
+    fn bytes(&self, offset: u64, len: usize) -> &[u8] {
+        self.resident.touch(&self.map, offset, len as u64);
         let at = offset as usize;
-        u64::from_le_bytes(self.map.as_slice()[at..at + 8].try_into().unwrap_or([0; 8]))
+        &self.map.as_slice()[at..at + len]
+    }
+
+    fn bytes_mut(&mut self, offset: u64, len: usize) -> &mut [u8] {
+        self.resident.touch(&self.map, offset, len as u64);
+        let at = offset as usize;
+        &mut self.map.as_mut_slice()[at..at + len]
+    }
+
+    /// How many times the writer dropped its resident pages.
+    pub fn resident_releases(&self) -> u64 {
+        self.resident.releases()
+    }
+
+    pub fn get64(&self, offset: u64) -> u64 {
+        u64::from_le_bytes(self.bytes(offset, 8).try_into().unwrap_or([0; 8]))
     }
 
     fn set64(&mut self, offset: u64, value: u64) {
-        let at = offset as usize;
-        self.map.as_mut_slice()[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        self.bytes_mut(offset, 8)
+            .copy_from_slice(&value.to_le_bytes());
     }
 
     fn set32(&mut self, offset: u64, value: u32) {
-        let at = offset as usize;
-        self.map.as_mut_slice()[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        self.bytes_mut(offset, 4)
+            .copy_from_slice(&value.to_le_bytes());
     }
 
     fn set_id(&mut self, offset: u64, id: Id128) {
-        let at = offset as usize;
-        self.map.as_mut_slice()[at..at + 16].copy_from_slice(&id.0);
+        self.bytes_mut(offset, 16).copy_from_slice(&id.0);
     }
 
     fn bump(&mut self, offset: u64) {
@@ -233,8 +264,8 @@ impl FileWriter {
     }
 
     pub fn tail_monotonic(&self) -> (Id128, u64) {
-        let at = h::TAIL_ENTRY_BOOT_ID as usize;
-        let boot = self.map.as_slice()[at..at + 16]
+        let boot = self
+            .bytes(h::TAIL_ENTRY_BOOT_ID, 16)
             .try_into()
             .unwrap_or([0; 16]);
         (Id128(boot), self.get64(h::TAIL_ENTRY_MONOTONIC))
@@ -253,12 +284,7 @@ impl FileWriter {
     }
 
     pub fn seqnum_id(&self) -> Id128 {
-        let at = h::SEQNUM_ID as usize;
-        Id128(
-            self.map.as_slice()[at..at + 16]
-                .try_into()
-                .unwrap_or([0; 16]),
-        )
+        Id128(self.bytes(h::SEQNUM_ID, 16).try_into().unwrap_or([0; 16]))
     }
 
     /// Bytes used by objects so far.
@@ -290,6 +316,7 @@ impl FileWriter {
             return Err(io_error(&self.path)(std::io::Error::from_raw_os_error(rc)));
         }
         self.map = Mmap::map(&self.file, new_len as usize, true).map_err(io_error(&self.path))?;
+        self.resident = Resident::new(new_len);
         self.set64(h::ARENA_SIZE, new_len - format::HEADER_SIZE);
         Ok(())
     }
@@ -308,9 +335,8 @@ impl FileWriter {
         // Space past `end` was allocated zeroed and never written (a file is
         // trimmed to its last object when closed), so only the object header
         // is written here: zeroing a large hash table would touch every page.
-        let buf = &mut self.map.as_mut_slice()[offset as usize..next as usize];
-        buf[0] = kind as u8;
-        buf[8..16].copy_from_slice(&size.to_le_bytes());
+        self.write_bytes(offset, &[kind as u8]);
+        self.set64(offset + 8, size);
         self.end = next;
         Ok(offset)
     }
@@ -325,8 +351,7 @@ impl FileWriter {
     }
 
     fn write_bytes(&mut self, offset: u64, bytes: &[u8]) {
-        let at = offset as usize;
-        self.map.as_mut_slice()[at..at + bytes.len()].copy_from_slice(bytes);
+        self.bytes_mut(offset, bytes.len()).copy_from_slice(bytes);
     }
 
     /// Append one entry with sequence number `seqnum`. Fields must be valid
@@ -352,10 +377,18 @@ impl FileWriter {
             }
         }
         items.sort_unstable();
-        let p = self.append_object(
-            ObjectType::Entry,
-            entry::ITEMS + items.len() as u64 * self.layout.entry_item_size(),
-        )?;
+        let entry_size = entry::ITEMS + items.len() as u64 * self.layout.entry_item_size();
+        // Allocate everything the entry and its links take before writing
+        // any of it: a full disk (or file) then fails here, leaving at most
+        // unreferenced data objects, never an entry half linked in.
+        let tail = Some((h::TAIL_ENTRY_ARRAY_OFFSET, h::TAIL_ENTRY_ARRAY_N_ENTRIES));
+        let mut needed = format::align(entry_size)
+            + self.array_growth(h::ENTRY_ARRAY_OFFSET, self.n_entries(), tail);
+        for &(offset, _) in &items {
+            needed += self.data_growth(offset);
+        }
+        self.grow(self.end + needed)?;
+        let p = self.append_object(ObjectType::Entry, entry_size)?;
         self.set64(p + entry::SEQNUM, seqnum);
         self.set64(p + entry::REALTIME, ts.realtime);
         self.set64(p + entry::MONOTONIC, ts.monotonic);
@@ -373,7 +406,6 @@ impl FileWriter {
         }
         self.publish(p);
         let n = self.n_entries();
-        let tail = Some((h::TAIL_ENTRY_ARRAY_OFFSET, h::TAIL_ENTRY_ARRAY_N_ENTRIES));
         self.link_into_array(h::ENTRY_ARRAY_OFFSET, n, tail, p)?;
         if self.get64(h::HEAD_ENTRY_REALTIME) == 0 {
             self.set64(h::HEAD_ENTRY_REALTIME, ts.realtime);
@@ -409,7 +441,7 @@ impl FileWriter {
         } else {
             format::STATE_OFFLINE
         };
-        self.map.as_mut_slice()[h::STATE as usize] = state;
+        self.write_bytes(h::STATE, &[state]);
         self.sync()?;
         drop(self.map);
         self.file.set_len(len).map_err(io_error(&self.path))?;

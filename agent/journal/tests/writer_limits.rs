@@ -1,0 +1,104 @@
+//! The writer's resident memory stays bounded on a large file. (Alone in
+//! its test binary: the bound is checked against the process's resident
+//! file pages, which other tests' writers would move.)
+
+mod common;
+
+use std::path::Path;
+
+use basalt_journal::reader::JournalFile;
+use basalt_journal::writer::RESIDENT_MAX;
+use basalt_journal::{Id128, Journal, JournalConfig, Timestamps};
+use common::*;
+
+fn ts(i: u64) -> Timestamps {
+    Timestamps {
+        realtime: 1_790_000_000_000_000 + i * 1000,
+        monotonic: 1_000_000 + i * 1000,
+        boot_id: Id128([7; 16]),
+    }
+}
+
+/// Resident bytes of this process's mappings of `path` (/proc/self/smaps;
+/// other tests' files are other mappings).
+fn mapped_rss(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_string_lossy();
+    let mut ours = false;
+    let mut kb = 0;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            ours = line.ends_with(&*name);
+        } else if ours && first == "Rss:" {
+            kb += words
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    kb * 1024
+}
+
+fn verify(dir: &Path) {
+    if !have_journalctl() {
+        return;
+    }
+    for file in journal_files(dir) {
+        let arg = format!("--file={}", file.display());
+        let (ok, _, stderr) = journalctl(&["--verify", &arg]);
+        assert!(ok, "{}: {stderr}", file.display());
+    }
+}
+
+fn entries(dir: &Path) -> u64 {
+    journal_files(dir)
+        .iter()
+        .map(|f| JournalFile::open(f).unwrap().header.n_entries)
+        .sum()
+}
+
+/// A large data hash table (sized from the file limit) hit at random by
+/// unique messages: without a bound, every page of it touched since the
+/// last remap stays resident.
+#[test]
+fn writer_resident_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = JournalConfig::new(dir.path(), Id128([2; 16]), Id128([7; 16]));
+    config.max_file_size = 512 << 20;
+    config.compact = true;
+    let mut journal = Journal::open(config).unwrap();
+    let path = dir.path().join("system.journal");
+    let mut peak = 0;
+    for i in 0..30_000u64 {
+        // Long enough that the file (about 25 MB) outgrows the bound.
+        let message = format!(
+            "request {i} handled in {} us {:0>600}",
+            i * 7919 % 100_000,
+            i
+        );
+        let unit = format!("service{}.service", i % 20);
+        let priority = (i % 8).to_string();
+        journal
+            .append_at(
+                &ts(i),
+                &[
+                    ("MESSAGE", message.as_bytes()),
+                    ("_SYSTEMD_UNIT", unit.as_bytes()),
+                    ("PRIORITY", priority.as_bytes()),
+                    ("_HOSTNAME", b"bench"),
+                ],
+            )
+            .unwrap();
+        if i % 1000 == 999 {
+            peak = peak.max(mapped_rss(&path));
+        }
+    }
+    journal.close().unwrap();
+    eprintln!("peak resident of the mapping: {} KiB", peak / 1024);
+    assert!(peak > 0, "no mapping of {} found", path.display());
+    assert!(peak <= RESIDENT_MAX, "{} KiB resident", peak / 1024);
+    assert_eq!(entries(dir.path()), 30_000);
+    verify(dir.path());
+}
