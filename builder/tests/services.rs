@@ -418,11 +418,16 @@ fn ctrl_alt_del_reboots_and_the_journal_keeps_both_boots() {
     for (name, size) in [("big", 300_000), ("memfd", 9_000_000)] {
         assert_eq!(one(&format!("BASALT_TEST={name}"))["MESSAGE"], name);
         let exported: usize = h
-            .ssh(&format!("basaltctl journal BASALT_TEST={name} -o export | wc -c"))
+            .ssh(&format!(
+                "basaltctl journal BASALT_TEST={name} -o export | wc -c"
+            ))
             .trim()
             .parse()
             .unwrap();
-        assert!(exported > size, "{name}: the field was cut: {exported} bytes");
+        assert!(
+            exported > size,
+            "{name}: the field was cut: {exported} bytes"
+        );
     }
     let first_boot = syslog["_BOOT_ID"].as_str().unwrap().to_string();
 
@@ -464,11 +469,14 @@ fn ctrl_alt_del_reboots_and_the_journal_keeps_both_boots() {
     // entries, byte for byte. The journal is stopped first, so its files are
     // closed (PID 1 holds service output meanwhile).
     h.ssh("basaltctl service stop journald");
-    let tar = h
-        .vm
-        .ssh(h.port, &h.key, "tar -C /var/log/journal -cf - .")
-        .unwrap();
-    assert!(tar.status.success(), "{}", String::from_utf8_lossy(&tar.stderr));
+    let tar =
+        h.vm.ssh(h.port, &h.key, "tar -C /var/log/journal -cf - .")
+            .unwrap();
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
     let copy = tempfile::tempdir().unwrap();
     let mut untar = std::process::Command::new("tar")
         .arg("-C")
@@ -506,19 +514,30 @@ fn ctrl_alt_del_reboots_and_the_journal_keeps_both_boots() {
             .args(["-o", "export"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     };
     let theirs = export(std::path::Path::new("journalctl"), &[]);
     let ours = export(&agent(), &["journal"]);
-    assert!(theirs.len() > 300_000, "journalctl exported {} bytes", theirs.len());
+    assert!(
+        theirs.len() > 300_000,
+        "journalctl exported {} bytes",
+        theirs.len()
+    );
     if theirs != ours {
         let at = theirs
             .iter()
             .zip(&ours)
             .position(|(a, b)| a != b)
             .unwrap_or(theirs.len().min(ours.len()));
-        let around = |v: &[u8]| String::from_utf8_lossy(&v[at.saturating_sub(300)..(at + 200).min(v.len())]).into_owned();
+        let around = |v: &[u8]| {
+            String::from_utf8_lossy(&v[at.saturating_sub(300)..(at + 200).min(v.len())])
+                .into_owned()
+        };
         panic!(
             "journalctl and basaltctl export differ ({} and {} bytes) at byte {at}:\n--- journalctl\n{}\n--- basaltctl\n{}",
             theirs.len(),
@@ -582,7 +601,11 @@ packages: [htop]
         .arg(&meta)
         .output()
         .expect("cloud-localds (package cloud-image-utils)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let h = SshVm::boot_with("BASALT_TEST_SSH_IMAGE", "cloud-init", &[], false, &[seed]);
     h.vm.wait_for("basalt-init: finished cloud-init", BOOT_TIMEOUT)
@@ -595,10 +618,7 @@ packages: [htop]
     );
     assert_eq!(h.ssh("hostname").trim(), "ci-node");
     // The user logs in with its own key, and its sudo rule is in place.
-    let alice = h
-        .vm
-        .ssh_as("alice", h.port, &h.key, "id -un")
-        .unwrap();
+    let alice = h.vm.ssh_as("alice", h.port, &h.key, "id -un").unwrap();
     assert!(
         alice.status.success(),
         "alice: {}",
@@ -609,11 +629,17 @@ packages: [htop]
         h.ssh("cat /etc/basalt-ci/hello.txt; stat -c %a /etc/basalt-ci/hello.txt"),
         "hello from cloud-init\n640\n"
     );
-    assert!(h.ssh("cat /etc/sudoers.d/*").contains("alice ALL=(ALL) NOPASSWD:ALL"));
+    assert!(h
+        .ssh("cat /etc/sudoers.d/*")
+        .contains("alice ALL=(ALL) NOPASSWD:ALL"));
     assert_eq!(h.ssh("cat /var/lib/basalt-ci-runcmd"), "ran\n");
     // The default user exists too; the bad entry failed alone, with its position.
     assert!(h.ssh("getent passwd basalt").starts_with("basalt:"));
-    assert_eq!(h.ssh("test -e /etc/basalt-ci/broken.txt && echo yes || echo no").trim(), "no");
+    assert_eq!(
+        h.ssh("test -e /etc/basalt-ci/broken.txt && echo yes || echo no")
+            .trim(),
+        "no"
+    );
     let status: serde_json::Value =
         serde_json::from_str(&h.ssh("basaltctl cloud-init status --json")).unwrap();
     assert_eq!(status["instanceId"], "iid-ci-1", "{status}");

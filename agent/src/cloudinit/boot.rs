@@ -28,7 +28,8 @@ const NETWORK_POLL: Duration = Duration::from_millis(100);
 /// Run every stage; problems are logged and never fail the unit.
 pub fn run() -> Result<()> {
     console::set_prefix("cloud-init");
-    let cmdline = KernelCmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let cmdline =
+        KernelCmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     let mut ci = CloudInit::new(SearchOptions {
         cmdline,
         ec2: Ec2Options::default(),
@@ -51,7 +52,11 @@ pub fn run() -> Result<()> {
         Some(ds) => console::info(format_args!(
             "datasource {ds}, instance {}: ran {} in {} ms, {problems} problem(s)",
             last.instance_id,
-            if ran.is_empty() { "nothing".to_string() } else { ran.join(", ") },
+            if ran.is_empty() {
+                "nothing".to_string()
+            } else {
+                ran.join(", ")
+            },
             took.as_millis()
         )),
         None => console::info(format_args!(
@@ -86,7 +91,11 @@ mod tests {
     fn ethernet_routes_count_and_loopback_does_not() {
         let header = "Iface\tDestination\tGateway\tFlags\n";
         assert!(!has_ethernet_route(header));
-        assert!(!has_ethernet_route(&format!("{header}lo\t0000007F\t00000000\t0001\n")));
-        assert!(has_ethernet_route(&format!("{header}eth0\t0002000A\t00000000\t0001\n")));
+        assert!(!has_ethernet_route(&format!(
+            "{header}lo\t0000007F\t00000000\t0001\n"
+        )));
+        assert!(has_ethernet_route(&format!(
+            "{header}eth0\t0002000A\t00000000\t0001\n"
+        )));
     }
 }

@@ -89,7 +89,10 @@ pub fn run() -> Result<()> {
         let moved = Journal::open(config(&volatile))
             .and_then(|runtime| basalt_journal::flush::flush(runtime, &mut journal));
         match moved {
-            Ok(n) => console::info(format_args!("flushed {n} entries from {}", volatile.display())),
+            Ok(n) => console::info(format_args!(
+                "flushed {n} entries from {}",
+                volatile.display()
+            )),
             Err(err) => console::warn(format_args!("flushing {}: {err}", volatile.display())),
         }
     }
@@ -161,7 +164,11 @@ fn block_signals() -> Result<OwnedFd> {
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1] {
             libc::sigaddset(&mut set, sig);
         }
-        crate::sys::check(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
+        crate::sys::check(libc::sigprocmask(
+            libc::SIG_BLOCK,
+            &set,
+            std::ptr::null_mut(),
+        ))?;
         let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
         crate::sys::check(fd)?;
         Ok(OwnedFd::from_raw_fd(fd))
@@ -463,7 +470,11 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 }
 
 fn peer_credentials(socket: &UnixStream) -> Option<Credentials> {
-    let mut cred: libc::ucred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred: libc::ucred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most len bytes into cred.
     let ret = unsafe {
@@ -483,14 +494,22 @@ fn read_signal(fd: &OwnedFd) -> Option<i32> {
     unsafe {
         let mut info: libc::signalfd_siginfo = std::mem::zeroed();
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        let n = libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size);
+        let n = libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        );
         (n as usize == size).then_some(info.ssi_signo as i32)
     }
 }
 
 /// The entry's syslog priority, 0..=7 (6, info, when missing or bad).
 fn priority(fields: &Fields) -> u8 {
-    match fields.iter().find(|(n, _)| n == "PRIORITY").map(|(_, v)| v.as_slice()) {
+    match fields
+        .iter()
+        .find(|(n, _)| n == "PRIORITY")
+        .map(|(_, v)| v.as_slice())
+    {
         Some([d]) if (b'0'..=b'7').contains(d) => d - b'0',
         _ => 6,
     }

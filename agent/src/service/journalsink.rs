@@ -119,7 +119,10 @@ mod tests {
     fn lines_wait_for_the_daemon_then_arrive_with_the_unit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("socket");
-        let mut sink = JournalSink::new(path.clone(), FileSink::new(&dir.path().join("logs"), 1 << 20));
+        let mut sink = JournalSink::new(
+            path.clone(),
+            FileSink::new(&dir.path().join("logs"), 1 << 20),
+        );
         sink.line("web", Some(42), Stream::Stdout, 3, "before the daemon");
         assert!(sink.has_pending());
         sink.line(JOURNAL_UNIT, Some(7), Stream::Stderr, 4, "the daemon's own");
@@ -133,7 +136,10 @@ mod tests {
         assert_eq!((h.unit.as_str(), h.pid), ("web", Some(42)));
         assert!(fields.contains(&("MESSAGE".into(), b"before the daemon".to_vec())));
         assert!(fields.contains(&("PRIORITY".into(), b"3".to_vec())));
-        assert!(server.receive(&mut buf).is_none(), "the daemon's output looped back");
+        assert!(
+            server.receive(&mut buf).is_none(),
+            "the daemon's output looped back"
+        );
         let own = std::fs::read_to_string(dir.path().join("logs/journald.log")).unwrap();
         assert!(own.contains("the daemon's own"), "{own}");
     }

@@ -335,7 +335,14 @@ mod tests {
 
     struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
     impl LogSink for Lines {
-        fn line(&mut self, unit: &str, _pid: Option<i32>, stream: Stream, priority: u8, text: &str) {
+        fn line(
+            &mut self,
+            unit: &str,
+            _pid: Option<i32>,
+            stream: Stream,
+            priority: u8,
+            text: &str,
+        ) {
             self.0
                 .lock()
                 .unwrap()

@@ -69,7 +69,8 @@ impl LineBuffer {
         while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=pos).collect();
             // `\r\n` endings (sshd -e writes them) end a line as `\n` does.
-            let end = line.len() - 1 - usize::from(line.len() >= 2 && line[line.len() - 2] == b'\r');
+            let end =
+                line.len() - 1 - usize::from(line.len() >= 2 && line[line.len() - 2] == b'\r');
             lines.push(String::from_utf8_lossy(&line[..end]).into_owned());
         }
         while self.pending.len() >= MAX_LINE {

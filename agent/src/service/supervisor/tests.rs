@@ -313,7 +313,9 @@ fn the_journal_stops_after_every_other_unit() {
     assert_eq!(host.calls, vec![HostCall::Signal(web, libc::SIGTERM)]);
     s.child_exited(web, EXIT_0, &mut host, t0 + ms(10));
     s.tick(&mut host, t0 + ms(20));
-    assert!(host.calls.contains(&HostCall::Signal(journald, libc::SIGTERM)));
+    assert!(host
+        .calls
+        .contains(&HostCall::Signal(journald, libc::SIGTERM)));
 }
 
 #[test]
@@ -403,7 +405,8 @@ fn stopping_a_unit_stops_the_units_that_require_it_first() {
     assert!(host.spawned().is_empty(), "{:?}", host.spawned());
 
     // Starting api again brings up what it requires.
-    s.start("api", &mut host, t0 + Duration::from_secs(61)).unwrap();
+    s.start("api", &mut host, t0 + Duration::from_secs(61))
+        .unwrap();
     assert_eq!(s.state("db"), Some(State::Running));
     assert_eq!(s.state("app"), Some(State::Running));
     assert_eq!(s.state("api"), Some(State::Running));
