@@ -95,6 +95,9 @@ fn source_date(created: u64) -> u64 {
         .unwrap_or(created)
 }
 
+/// How many disk images the cache keeps (most recently used first).
+const DISK_CACHE_KEEP: usize = 8;
+
 pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     let lm = LoadedManifest::load(opts.manifest.as_deref())?;
     let m = &lm.manifest;
@@ -295,6 +298,10 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     let disk_path = opts.cache_dir.join("disk").join(format!("{disk_key}.raw"));
     stages.run("disk", || {
         if disk_path.is_file() {
+            // Mark it recently used, so pruning keeps it.
+            if let Ok(f) = fs::File::options().append(true).open(&disk_path) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
             return Ok(((), true));
         }
         fs::create_dir_all(disk_path.parent().unwrap_or(&opts.cache_dir))?;
@@ -355,6 +362,13 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         util::finish_artifact(&tmp, &disk_path)?;
         Ok(((), false))
     })?;
+    // Each cached disk is a few hundred MB; keep only the recently used ones.
+    util::prune_cache_files(
+        disk_path.parent().unwrap_or(&opts.cache_dir),
+        "raw",
+        DISK_CACHE_KEEP,
+        &disk_path,
+    );
 
     let mut artifacts = Vec::new();
     for fmt in &m.formats {

@@ -101,6 +101,26 @@ pub fn cache_key(parts: &[(&str, &str)]) -> String {
     hex::encode(h.finalize())[..32].to_string()
 }
 
+/// Removes all but the `keep` most recently modified `*.EXT` files in `dir`,
+/// never `current`. Best effort: a cache that cannot be pruned still works.
+pub fn prune_cache_files(dir: &Path, ext: &str, keep: usize, current: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext) && p != current)
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (_, path) in files.into_iter().skip(keep.saturating_sub(1)) {
+        if std::fs::remove_file(&path).is_ok() {
+            tracing::debug!("pruned cached {}", path.display());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +152,33 @@ mod tests {
             cache_key(&[("c", "d"), ("a", "b")])
         );
         assert_eq!(cache_key(&[("a", "b")]).len(), 32);
+    }
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn prune_keeps_the_newest_and_the_current_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = SystemTime::now() - Duration::from_secs(1000);
+        let mut paths = Vec::new();
+        for i in 0..6u64 {
+            let p = dir.path().join(format!("{i}.raw"));
+            let f = File::create(&p).unwrap();
+            f.set_modified(base + Duration::from_secs(i * 10)).unwrap();
+            paths.push(p);
+        }
+        fs::write(dir.path().join("other.json"), b"{}").unwrap();
+        // 0.raw is the oldest but in use right now.
+        prune_cache_files(dir.path(), "raw", 3, &paths[0]);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["0.raw", "4.raw", "5.raw", "other.json"]);
     }
 }
