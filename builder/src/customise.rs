@@ -31,6 +31,8 @@ pub struct OverlayInputs<'a> {
     pub update_tool: Option<&'a [u8]>,
     /// The update remote from the manifest's `update` key.
     pub update: Option<&'a crate::update::UpdateOverlay>,
+    /// `basalt-engine`, when the manifest has `engine: true`.
+    pub engine: Option<&'a [u8]>,
 }
 
 /// Fills `dir` (empty) with the overlay.
@@ -70,6 +72,14 @@ pub fn write_overlay(dir: &Path, inp: &OverlayInputs<'_>) -> Result<()> {
         if let Some(key) = &u.key {
             put(crate::update::UPDATE_KEY_PATH, key, 0o644)?;
         }
+    }
+    if let Some(engine) = inp.engine {
+        put(crate::engine::ENGINE_PATH, engine, 0o755)?;
+        put(
+            crate::engine::ENGINE_UNIT_PATH,
+            crate::engine::ENGINE_UNIT.as_bytes(),
+            0o644,
+        )?;
     }
     if let Some(files) = inp.files_dir {
         copy_files_overlay(files, dir)?;
@@ -160,6 +170,7 @@ mod tests {
                     remote_conf: "[remote \"basalt\"]\n".into(),
                     key: Some(b"key".to_vec()),
                 }),
+                engine: None,
             },
         )
         .unwrap();
@@ -211,6 +222,7 @@ mod tests {
                 files_dir: Some(&files),
                 update_tool: None,
                 update: None,
+                engine: None,
             },
         )
         .unwrap_err()

@@ -10,6 +10,7 @@ pub mod cpio;
 pub mod customise;
 pub mod deploy;
 pub mod disk;
+pub mod engine;
 pub mod esp;
 pub mod hostfiles;
 pub mod initramfs;

@@ -133,6 +133,9 @@ pub struct Manifest {
     /// The update remote hosts upgrade from.
     #[serde(default)]
     pub update: Option<UpdateSpec>,
+    /// Carry the container engine and start its daemon at boot.
+    #[serde(default)]
+    pub engine: bool,
 }
 
 fn default_suite() -> String {

@@ -128,6 +128,18 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         ),
         None => None,
     };
+    let engine = if m.engine {
+        let p = crate::engine::default_engine_path().with_context(|| {
+            format!(
+                "{}: `engine: true`, but there is no basalt-engine binary to put in the image: build it with `ci/build-engine` or set BASALT_ENGINE",
+                lm.source_name
+            )
+        })?;
+        Some(fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+    } else {
+        None
+    };
+    let engine_hash = engine.as_deref().map(util::sha256_hex).unwrap_or_default();
     let update_key = format!(
         "{}:{}",
         update_tool
@@ -156,6 +168,9 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
     let mut stages = Stages::new();
     let rootfs = stages.run("rootfs", || rootfs::ensure(m, &opts.cache_dir))?;
     let kver = rootfs.meta.kernel_version.clone();
+    if m.engine {
+        crate::engine::check_rootfs(&rootfs.tree, &lm.source_name)?;
+    }
     let date = source_date(rootfs.meta.created);
     let repo_path = opts.cache_dir.join("repo");
     let repo = BuildRepo::open_or_create(&repo_path)?;
@@ -190,6 +205,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
         ("initramfs", &initrd_key),
         ("agent", &agent_hash),
         ("update", &update_key),
+        ("engine", &engine_hash),
         ("files", &files_hash),
         ("hostfiles", &crate::hostfiles::digest()),
         ("os-release", &customise::os_release(m)),
@@ -211,6 +227,7 @@ pub fn build(opts: &BuildOpts) -> Result<BuildResult> {
                         files_dir: files_dir.as_deref(),
                         update_tool: update_tool.as_deref(),
                         update: update.as_ref(),
+                        engine: engine.as_deref(),
                     },
                 )?;
                 let meta = image_metadata(&m.version, &lm.digest, date);
