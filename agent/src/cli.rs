@@ -25,7 +25,8 @@ commands:
   journal [OPTIONS] [FIELD=value]  query the journal (journal --help lists the options)
   journald                         the journal daemon (run by PID 1 as the journald unit)
   cloud-init status [--json]       datasource, instance-id, modules run and problems
-  cloud-init schema --config FILE  check a cloud-config file offline";
+  cloud-init schema --config FILE  check a cloud-config file offline
+  container VERB [ARGS]            the container engine (basalt-engine VERB: pull, run, ps, logs, ...)";
 
 /// Pick the role from the process id and the initramfs marker, then run it.
 pub fn run() -> Result<()> {
@@ -42,6 +43,9 @@ pub fn run() -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("journald") {
         return crate::journald::run();
+    }
+    if args.first().map(String::as_str) == Some("container") {
+        return Err(crate::enginecli::exec(&args[1..]));
     }
     if crate::updatecli::is_update_verb(args.first().map_or("", String::as_str)) {
         return Err(crate::updatecli::exec(&args));

@@ -13,6 +13,7 @@ pub mod cloudinit;
 pub mod cmdline;
 pub mod console;
 pub mod control;
+pub mod enginecli;
 pub mod fsutil;
 pub mod init;
 pub mod initrd;
