@@ -43,6 +43,13 @@ pub struct VmOpts {
     /// user networking. Off by default: the guest is isolated (`restrict=on`)
     /// and only the forwarded ports reach it.
     pub host_network: bool,
+    /// QEMU `guestfwd` rules: the guest's TCP connections to `guest`
+    /// (`ip:port`, e.g. `169.254.169.254:80`) reach 127.0.0.1:`host_port`.
+    /// QEMU opens one connection to the host port when it starts and
+    /// carries every guest connection over it, one after another, so the
+    /// server must be listening before [`Vm::start`] and must read requests
+    /// off that stream in turn.
+    pub guest_forwards: Vec<(String, u16)>,
 }
 
 impl VmOpts {
@@ -57,6 +64,7 @@ impl VmOpts {
             console_log: None,
             interactive: false,
             host_network: false,
+            guest_forwards: Vec::new(),
         }
     }
 }
@@ -147,6 +155,9 @@ impl Vm {
         );
         if let Some(port) = opts.ssh_port {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
+        }
+        for (guest, host_port) in &opts.guest_forwards {
+            netdev.push_str(&format!(",guestfwd=tcp:{guest}-tcp:127.0.0.1:{host_port}"));
         }
         // No option ROM: iPXE adds over a second of firmware time under TCG
         // and Basalt never network-boots.
