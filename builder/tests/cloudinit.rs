@@ -47,6 +47,8 @@ fn disk(dir: &Path, args: &[&str]) -> PathBuf {
 struct Guest {
     vm: Vm,
     port: u16,
+    /// Who runs the test's commands (through sudo unless root).
+    user: String,
 }
 
 #[derive(Default)]
@@ -54,6 +56,13 @@ struct Boot<'a> {
     disks: &'a [PathBuf],
     host_network: bool,
     guest_forwards: Vec<(String, u16)>,
+    /// Log in as this user instead of root (whose key may be refused).
+    user: Option<&'a str>,
+}
+
+/// `text` as one single-quoted shell word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 impl Guest {
@@ -70,12 +79,31 @@ impl Guest {
             PathBuf::from(d).join(format!("{name}.console.log"))
         });
         let vm = Vm::start(&opts).unwrap();
-        vm.wait_for_ssh(port, &key(), BOOT_TIMEOUT).unwrap();
-        Self { vm, port }
+        let user = how.user.unwrap_or("root").to_string();
+        if user == "root" {
+            vm.wait_for_ssh(port, &key(), BOOT_TIMEOUT).unwrap();
+        } else {
+            let deadline = Instant::now() + BOOT_TIMEOUT;
+            while !vm
+                .ssh_as(&user, port, &key(), "true")
+                .unwrap()
+                .status
+                .success()
+            {
+                assert!(Instant::now() < deadline, "no SSH login as {user}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        Self { vm, port, user }
     }
 
     fn ssh(&self, cmd: &str) -> String {
-        let out = self.vm.ssh(self.port, &key(), cmd).unwrap();
+        let out = if self.user == "root" {
+            self.vm.ssh(self.port, &key(), cmd).unwrap()
+        } else {
+            let cmd = format!("sudo -n sh -c {}", shell_quote(cmd));
+            self.vm.ssh_as(&self.user, self.port, &key(), &cmd).unwrap()
+        };
         assert!(
             out.status.success(),
             "`{cmd}` failed: {}\n{}",
@@ -112,7 +140,9 @@ impl Guest {
     }
 
     fn poweroff(mut self) {
-        let _ = self.vm.ssh(self.port, &key(), "basaltctl poweroff");
+        let _ = self
+            .vm
+            .ssh_as(&self.user, self.port, &key(), "sudo -n basaltctl poweroff");
         self.vm.wait_exit(STEP_TIMEOUT).unwrap();
     }
 }
@@ -423,6 +453,8 @@ containers:
     env: {{GREETING: hello}}
     volumes: ['/srv/www:/usr/share/nginx/html:ro']
     restart: always
+# The metadata's key is also root's (the harness logs in as root).
+disable_root: false
 --BB
 Content-Type: text/cloud-config
 
@@ -729,16 +761,23 @@ fn cloud_init_from_ec2_imdsv2_through_guestfwd() {
         Boot {
             host_network: true,
             guest_forwards: vec![("169.254.169.254:80".into(), port)],
+            user: Some("basalt"),
             ..Boot::default()
         },
+    );
+    // disable_root (the default): root's copy of the key only says whom to use.
+    let root = g.vm.ssh(g.port, &key(), "true").unwrap();
+    assert!(!root.status.success());
+    assert!(
+        String::from_utf8_lossy(&root.stdout)
+            .contains("Please login as the user \"basalt\" rather than the user \"root\""),
+        "{root:?}"
     );
     let status = g.status();
     assert_eq!(status["datasource"], "Ec2", "{status}");
     assert_eq!(status["instanceId"], "i-0basalt00000001");
     assert_eq!(g.ssh("hostname").trim(), "ip-10-0-2-15");
     assert_eq!(g.ssh("cat /etc/basalt-ci/ec2.txt"), "from IMDS");
-    let basalt = g.vm.ssh_as("basalt", g.port, &key(), "id -un").unwrap();
-    assert_eq!(String::from_utf8_lossy(&basalt.stdout), "basalt\n");
     let seen = log.lock().unwrap().clone();
     assert_eq!(
         seen.first().map(String::as_str),
