@@ -56,6 +56,7 @@ struct Boot<'a> {
     disks: &'a [PathBuf],
     host_network: bool,
     guest_forwards: Vec<(String, u16)>,
+    user_net: Option<String>,
     /// Log in as this user instead of root (whose key may be refused).
     user: Option<&'a str>,
 }
@@ -74,6 +75,7 @@ impl Guest {
         opts.host_network = how.host_network;
         opts.extra_disks = how.disks.to_vec();
         opts.guest_forwards = how.guest_forwards;
+        opts.user_net = how.user_net;
         opts.console_log = std::env::var("BASALT_TEST_LOGS").ok().map(|d| {
             std::fs::create_dir_all(&d).unwrap();
             PathBuf::from(d).join(format!("{name}.console.log"))
@@ -717,7 +719,8 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// EC2: the guest reaches 169.254.169.254:80 through QEMU's guestfwd, gets
+/// EC2: the guest reaches 169.254.169.254:80 through QEMU's guestfwd (on a
+/// guest network of 169.254.169.0/24, where the guest gets its lease), gets
 /// an IMDSv2 token and sends it with every request; gzip user-data, the
 /// hostname and the key (for the default user) come from the fixture.
 #[test]
@@ -759,7 +762,13 @@ fn cloud_init_from_ec2_imdsv2_through_guestfwd() {
         &raw,
         "cloudinit-ec2",
         Boot {
-            host_network: true,
+            // QEMU forwards only addresses inside the guest's network, so the
+            // guest's network is 169.254.169.0/24 here (isolated: restrict=on;
+            // the instance metadata address is on-link, as on EC2).
+            user_net: Some(
+                "net=169.254.169.0/24,host=169.254.169.2,dns=169.254.169.3,dhcpstart=169.254.169.15"
+                    .into(),
+            ),
             guest_forwards: vec![("169.254.169.254:80".into(), port)],
             user: Some("basalt"),
             ..Boot::default()
