@@ -448,6 +448,9 @@ write_files:
     content: '%%% not base64 %%%'
   - path: /etc/basalt-ci/good.txt
     content: good
+  - path: /var/lib/basalt-ci/big.bin
+    encoding: b64
+    content: {big}
 containers:
   - name: web
     image: docker.io/library/nginx:alpine
@@ -466,14 +469,6 @@ runcmd: [unclosed
 Content-Type: application/x-basalt-unknown
 
 whatever
---BB
-Content-Type: text/cloud-config
-
-#cloud-config
-write_files:
-  - path: /var/lib/basalt-ci/big.bin
-    encoding: b64
-    content: {big}
 --BB--
 "
     );
@@ -565,6 +560,8 @@ write_files:
     assert_eq!(specs[0]["image"], "docker.io/library/nginx:alpine");
     assert_eq!(specs[0]["ports"][0]["host_port"], 8080);
     assert_eq!(specs[0]["restart"], "always");
+    assert_eq!(specs[0]["env"], serde_json::json!([["GREETING", "hello"]]));
+    assert_eq!(specs[0]["volumes"][0]["read_only"], true);
     g.poweroff();
 }
 
@@ -747,15 +744,23 @@ fn cloud_init_from_ec2_imdsv2_through_guestfwd() {
         ),
         ("user-data", user_data),
     ]);
-    // The fixture refuses what EC2 refuses, checked from here first.
+    // The fixture refuses what EC2 refuses, checked from here first: a GET
+    // without a token, and a token request without a TTL.
     let mut probe = TcpStream::connect(("127.0.0.1", port)).unwrap();
     probe
         .write_all(b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n\r\nPUT /latest/api/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
         .unwrap();
     let mut reader = BufReader::new(probe);
-    let mut first = String::new();
-    reader.read_line(&mut first).unwrap();
-    assert!(first.starts_with("HTTP/1.1 401"), "{first}");
+    let mut statuses = Vec::new();
+    while statuses.len() < 2 {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+        if line.starts_with("HTTP/1.1 ") {
+            statuses.push(line.trim().to_string());
+        }
+    }
+    assert!(statuses[0].starts_with("HTTP/1.1 401"), "{statuses:?}");
+    assert!(statuses[1].starts_with("HTTP/1.1 400"), "{statuses:?}");
     log.lock().unwrap().clear();
 
     let g = Guest::boot(
