@@ -24,6 +24,8 @@ commands:
   reboot                           ask PID 1 to shut down and reboot
   journal [OPTIONS] [FIELD=value]  query the journal (journal --help lists the options)
   journald                         the journal daemon (run by PID 1 as the journald unit)
+  cloud-init local|init|final      one boot's cloud-init stages (run by the cloud-init units)
+  cloud-init boot                  every stage in one process
   cloud-init status [--json]       datasource, instance-id, modules run and problems
   cloud-init schema --config FILE  check a cloud-config file offline
   container VERB [ARGS]            the container engine (basalt-engine VERB: pull, run, ps, logs, ...)";
@@ -71,6 +73,9 @@ pub fn run() -> Result<()> {
         ["poweroff"] => Request::Poweroff,
         ["reboot"] => Request::Reboot,
         ["cloud-init", "boot"] => return crate::cloudinit::boot::run(),
+        ["cloud-init", "local"] => return crate::cloudinit::boot::local(),
+        ["cloud-init", "init"] => return crate::cloudinit::boot::init(),
+        ["cloud-init", "final"] => return crate::cloudinit::boot::final_stage(),
         ["cloud-init", "status"] => return crate::cloudinit::status::status(Path::new("/"), json),
         ["cloud-init", "schema", "--config", file] => {
             return crate::cloudinit::status::check_schema(Path::new(file))

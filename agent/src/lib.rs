@@ -20,6 +20,7 @@ pub mod initrd;
 pub mod journal;
 pub mod journald;
 pub mod mountinfo;
+pub mod netlink;
 pub mod osrelease;
 pub mod ostree;
 pub mod passwd;

@@ -15,6 +15,16 @@ pub const HOST_FILES: &[(&str, &str, u32)] = &[
         0o644,
     ),
     (
+        "usr/lib/basalt/units/cloud-init-local.yaml",
+        include_str!("../hostfiles/usr/lib/basalt/units/cloud-init-local.yaml"),
+        0o644,
+    ),
+    (
+        "usr/lib/basalt/units/cloud-final.yaml",
+        include_str!("../hostfiles/usr/lib/basalt/units/cloud-final.yaml"),
+        0o644,
+    ),
+    (
         "usr/lib/basalt/units/network.yaml",
         include_str!("../hostfiles/usr/lib/basalt/units/network.yaml"),
         0o644,

@@ -43,6 +43,18 @@ pub struct VmOpts {
     /// user networking. Off by default: the guest is isolated (`restrict=on`)
     /// and only the forwarded ports reach it.
     pub host_network: bool,
+    /// QEMU `guestfwd` rules: the guest's TCP connections to `guest`
+    /// (`ip:port`, in the guest's network: see `user_net`) reach
+    /// 127.0.0.1:`host_port`.
+    /// QEMU opens one connection to the host port when it starts and
+    /// carries every guest connection over it, one after another, so the
+    /// server must be listening before [`Vm::start`] and must read requests
+    /// off that stream in turn.
+    pub guest_forwards: Vec<(String, u16)>,
+    /// Extra `-netdev user` settings, e.g. another guest network
+    /// (`net=169.254.169.0/24,host=...`): QEMU forwards a guest address
+    /// (`guest_forwards`) only when it lies in the guest's network.
+    pub user_net: Option<String>,
 }
 
 impl VmOpts {
@@ -57,6 +69,8 @@ impl VmOpts {
             console_log: None,
             interactive: false,
             host_network: false,
+            guest_forwards: Vec::new(),
+            user_net: None,
         }
     }
 }
@@ -147,6 +161,13 @@ impl Vm {
         );
         if let Some(port) = opts.ssh_port {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
+        }
+        if let Some(settings) = &opts.user_net {
+            netdev.push(',');
+            netdev.push_str(settings);
+        }
+        for (guest, host_port) in &opts.guest_forwards {
+            netdev.push_str(&format!(",guestfwd=tcp:{guest}-tcp:127.0.0.1:{host_port}"));
         }
         // No option ROM: iPXE adds over a second of firmware time under TCG
         // and Basalt never network-boots.

@@ -632,6 +632,9 @@ packages: [htop]
     assert!(h
         .ssh("cat /etc/sudoers.d/*")
         .contains("alice ALL=(ALL) NOPASSWD:ALL"));
+    // runcmd runs in cloud-final, once the services are up.
+    h.vm.wait_for("basalt-init: finished cloud-final", BOOT_TIMEOUT)
+        .unwrap();
     assert_eq!(h.ssh("cat /var/lib/basalt-ci-runcmd"), "ran\n");
     // The default user exists too; the bad entry failed alone, with its position.
     assert!(h.ssh("getent passwd basalt").starts_with("basalt:"));

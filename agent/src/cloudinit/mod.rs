@@ -19,6 +19,7 @@ pub mod keys;
 pub mod merge;
 pub mod mime;
 pub mod modules;
+pub mod netapply;
 pub mod network;
 pub mod schema;
 pub mod state;
@@ -101,6 +102,83 @@ impl CloudInit {
 
     pub fn instance(&self) -> &InstanceData {
         &self.instance
+    }
+
+    /// Carry on a boot that an earlier process of this boot began (the
+    /// `cloud-init-local` unit, then `cloud-init`, then `cloud-final`):
+    /// its state, problems and datasource's seed are taken over from
+    /// [`state::RUN_SEED`]. Without that file, nothing was found yet.
+    pub fn resume(&mut self, host: &mut dyn Host) {
+        self.state = match State::load(host.root()) {
+            Ok(state) => state,
+            Err(err) => {
+                self.diags
+                    .source_error("cloud-init state", format!("{err}; starting afresh"));
+                let mut state = State::default();
+                state.new_boot();
+                state
+            }
+        };
+        self.began = true;
+        match state::load_seed(host.root()) {
+            Ok(Some((seed, found_ms))) => {
+                self.ingest(seed);
+                self.found_at = Some(state::instant_from_unix_ms(found_ms));
+                // The first process already reported what ingesting found.
+                self.diags.items = self.state.diagnostics.clone();
+            }
+            Ok(None) => self.diags.items = self.state.diagnostics.clone(),
+            Err(err) => {
+                self.diags.items = self.state.diagnostics.clone();
+                self.diags.source_error(
+                    "cloud-init state",
+                    format!("reading {}: {err}", state::RUN_SEED),
+                );
+            }
+        }
+    }
+
+    /// Hand the seed on to the next process of this boot (see [`Self::resume`]).
+    pub fn save_seed(&mut self, host: &mut dyn Host) {
+        let Some(seed) = &self.seed else { return };
+        let found_ms = self
+            .found_at
+            .map(state::unix_ms_of_instant)
+            .unwrap_or_else(state::now_unix_ms);
+        if let Err(err) = state::save_seed(host.root(), seed, found_ms) {
+            host.log(&format!("saving {}: {err}", state::RUN_SEED));
+        }
+    }
+
+    /// Apply the network config (if any) through rtnetlink; see
+    /// [`netapply`]. Without one, the default DHCP stays.
+    pub fn apply_network(&mut self, host: &mut dyn Host) -> Option<netapply::Applied> {
+        let config = self.network.clone()?;
+        let before = self.diags.items.len();
+        let applied = match crate::netlink::Netlink::open() {
+            Ok(mut nl) => Some(netapply::apply(
+                &config,
+                host.root(),
+                &mut nl,
+                &mut self.diags,
+            )),
+            Err(err) => {
+                self.diags
+                    .source_error("network-config", format!("opening rtnetlink: {err}"));
+                None
+            }
+        };
+        for problem in &self.diags.items[before..] {
+            host.log(&problem.to_string());
+        }
+        self.state.diagnostics = self.diags.items.clone();
+        if let Err(err) = self.state.save(host.root()) {
+            host.log(&format!(
+                "saving {}: {err}",
+                State::path(host.root()).display()
+            ));
+        }
+        applied
     }
 
     /// Run one stage. Never fails: problems are in the report and the state.

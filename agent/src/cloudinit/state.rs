@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 
+use super::datasource::Seed;
 use super::diag::Diagnostic;
 use super::modules::{Frequency, Stage};
 use crate::fsutil::write_atomic;
@@ -17,6 +20,59 @@ pub const STATE_DIR: &str = "/var/lib/basalt/cloud";
 pub const STATUS_FILE: &str = "status.json";
 pub const API_VERSION: &str = "basalt.io/v1";
 pub const KIND: &str = "CloudInitStatus";
+/// The datasource's seed, handed from one cloud-init process of a boot to
+/// the next (`/run` is empty at each boot).
+pub const RUN_SEED: &str = "/run/basalt/cloud/seed.json";
+
+#[derive(Serialize, Deserialize)]
+struct SeedFile {
+    /// When the datasource was found (Unix time, ms).
+    found_unix_ms: u64,
+    seed: Seed,
+}
+
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The Unix time (ms) of an `Instant` in the past.
+pub fn unix_ms_of_instant(at: Instant) -> u64 {
+    now_unix_ms().saturating_sub(at.elapsed().as_millis() as u64)
+}
+
+/// The `Instant` of a Unix time (ms) in the past.
+pub fn instant_from_unix_ms(ms: u64) -> Instant {
+    let ago = Duration::from_millis(now_unix_ms().saturating_sub(ms));
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
+pub fn save_seed(root: &Path, seed: &Seed, found_unix_ms: u64) -> io::Result<()> {
+    let path = root.join(RUN_SEED.trim_start_matches('/'));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::to_vec(&SeedFile {
+        found_unix_ms,
+        seed: seed.clone(),
+    })
+    .map_err(io::Error::other)?;
+    write_atomic(&path, &json, 0o600)
+}
+
+/// The seed an earlier process of this boot found, if any.
+pub fn load_seed(root: &Path) -> io::Result<Option<(Seed, u64)>> {
+    match std::fs::read(root.join(RUN_SEED.trim_start_matches('/'))) {
+        Ok(data) => {
+            let file: SeedFile = serde_json::from_slice(&data)
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+            Ok(Some((file.seed, file.found_unix_ms)))
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
 
 /// One module's run (or skip) this boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -202,3 +202,83 @@ fn large_user_data_and_timing_of_a_typical_config() {
     // Debug build, no network waits: far below the 300 ms budget.
     assert!(state.init_ms.unwrap() < 300, "{:?}", state.init_ms);
 }
+
+/// The three units' processes (`local`, `init`, `final`) hand the seed on
+/// through `/run`: each problem is reported once, per-instance state and
+/// timing carry over, and the scripts and runcmd run only in `final`.
+#[test]
+fn stages_in_three_processes_hand_the_seed_on() {
+    let mut host = TestHost::new();
+    seed(&host, "iid-split", TYPICAL);
+    let mut local = CloudInit::new(options());
+    let report = local.run_stage(Stage::Local, &mut host);
+    assert!(report.datasource.is_some());
+    local.save_seed(&mut host);
+    assert!(host.path(state::RUN_SEED).exists());
+    drop(local);
+
+    let mut init = CloudInit::new(options());
+    init.resume(&mut host);
+    assert_eq!(init.instance().instance_id, "iid-split");
+    let network = init.run_stage(Stage::Network, &mut host);
+    let config = init.run_stage(Stage::Config, &mut host);
+    assert!(network.modules_run.contains(&"users_groups".to_string()));
+    assert!(config.modules_run.contains(&"runcmd".to_string()));
+    assert_eq!(host.read("/etc/hostname"), "web1\n");
+    // Nothing was run yet: runcmd and the script wait for final.
+    assert!(host.commands.is_empty(), "{:?}", host.argvs());
+    drop(init);
+
+    let mut fin = CloudInit::new(options());
+    fin.resume(&mut host);
+    let report = fin.run_stage(Stage::Final, &mut host);
+    assert_eq!(report.modules_run, ["write_files_deferred", "scripts_user"]);
+    let argvs = host.argvs();
+    assert!(argvs[0].ends_with("scripts/part-000"), "{argvs:?}");
+    assert!(argvs[1].ends_with("scripts/runcmd"), "{argvs:?}");
+    let state = State::load(host.dir.path()).unwrap();
+    // The two warnings (packages, unknown key) once each, not per process.
+    assert_eq!(state.diagnostics.len(), 2, "{:?}", state.diagnostics);
+    assert!(state.init_ms.is_some());
+    assert_eq!(state.stages.len(), 4);
+    // The next boot of the same instance runs none of them again.
+    std::fs::remove_file(host.path(state::RUN_SEED)).unwrap();
+    let commands = host.commands.len();
+    boot(&mut host);
+    assert_eq!(host.commands.len(), commands);
+}
+
+/// The bad MIME user-data of the ConfigDrive VM test, on a test host:
+/// every problem has its part, line and column; the good parts apply.
+#[test]
+fn bad_mime_parts_are_each_reported_with_their_position() {
+    let mut host = TestHost::new();
+    let user_data = "Content-Type: multipart/mixed; boundary=\"BB\"\nMIME-Version: 1.0\n\n\
+--BB\nContent-Type: text/cloud-config\n\n#cloud-config\nssh_pwauth: [yes]\nfrobnicate: true\n\
+write_files:\n  - path: relative/file.txt\n    content: x\n  - path: /etc/bad64.txt\n    encoding: b64\n    content: '%%% not base64 %%%'\n  - path: /etc/good.txt\n    content: good\n\
+--BB\nContent-Type: text/cloud-config\n\n#cloud-config\nruncmd: [unclosed\n\
+--BB\nContent-Type: application/x-basalt-unknown\n\nwhatever\n--BB--\n";
+    seed(&host, "iid-mime", user_data);
+    let (_, reports) = boot(&mut host);
+    let problems: Vec<String> = reports
+        .iter()
+        .flat_map(|r| r.problems.iter().map(ToString::to_string))
+        .collect();
+    let has = |needle: &str| problems.iter().any(|p| p.starts_with(needle));
+    assert!(
+        has("error: user-data part 1:2:13: ssh_pwauth:"),
+        "{problems:?}"
+    );
+    assert!(has(
+        "warning: user-data part 1:3:1: unknown key 'frobnicate'"
+    ));
+    assert!(has("error: user-data part 1:5:11: write_files.0.path:"));
+    assert!(has(
+        "error: user-data part 1:9:14: write_files.1.content: invalid base64"
+    ));
+    assert!(has("error: user-data part 2:3:1: invalid YAML"));
+    assert!(has("warning: user-data part 3: MIME part of unknown type"));
+    assert_eq!(host.read("/etc/good.txt"), "good");
+    assert!(!host.path("/etc/bad64.txt").exists());
+    assert!(!host.path("relative/file.txt").exists());
+}

@@ -114,18 +114,47 @@ fn once(
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).map_err(io)?;
+    // Read until the response is whole (its Content-Length, or the last
+    // chunk) or the server closes: a forwarded connection (QEMU's guestfwd)
+    // may never be closed by the far end.
+    let limit = MAX_BODY_BYTES + 64 * 1024;
     let mut raw = Vec::new();
-    stream
-        .take(MAX_BODY_BYTES as u64 + 64 * 1024)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    while raw.len() <= limit && !response_complete(&raw) {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(io(err)),
+        }
+    }
     parse_response(&raw).map_err(|message| HttpError::Response {
         url: url.into(),
         message,
     })
 }
 
-/// Parse a whole response (read until the server closed the connection).
+/// Whether `raw` holds a whole response that says how long it is.
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    for line in head.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        match (name.trim(), value.trim()) {
+            ("content-length", v) => return v.parse::<usize>().is_ok_and(|n| body.len() >= n),
+            ("transfer-encoding", "chunked") => return body.ends_with(b"0\r\n\r\n"),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Parse a whole response.
 pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
     let end = raw
         .windows(4)
@@ -237,6 +266,44 @@ mod tests {
         assert_eq!(chunked.body, b"abcde");
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_err());
         assert!(parse_response(b"garbage").is_err());
+        assert!(response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab"
+        ));
+        assert!(!response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab"
+        ));
+        assert!(response_complete(
+            b"HTTP/1.1 401 No\r\ncontent-length: 0\r\n\r\n"
+        ));
+        assert!(!response_complete(b"HTTP/1.1 200 OK\r\n\r\nab"));
+        assert!(response_complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"
+        ));
+    }
+
+    /// A server that answers and keeps the connection open (as QEMU's
+    /// guestfwd does) is not waited on past the response.
+    #[test]
+    fn a_response_with_a_length_ends_without_the_connection_closing() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let start = std::time::Instant::now();
+        let options = HttpOptions {
+            read_timeout: Duration::from_secs(5),
+            ..HttpOptions::default()
+        };
+        let response = get(&format!("http://127.0.0.1:{port}/"), &[], &options).unwrap();
+        assert_eq!(response.body, b"ok");
+        assert!(start.elapsed() < Duration::from_secs(2));
+        server.join().unwrap();
     }
 
     #[test]

@@ -92,12 +92,39 @@ pub trait Datasource {
 }
 
 /// Everything read from a datasource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seed {
     pub instance: InstanceData,
+    #[serde(with = "b64_bytes")]
     pub user_data: Option<Vec<u8>>,
+    #[serde(with = "b64_bytes")]
     pub vendor_data: Option<Vec<u8>>,
     pub network_config: Option<String>,
+}
+
+/// Bytes as base64 text in JSON (user-data may be several MB).
+mod b64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match data {
+            Some(bytes) => {
+                s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(serde::de::Error::custom)
+            })
+            .transpose()
+    }
 }
 
 /// Read everything from `ds`. Only a missing instance-id fails; the rest
