@@ -13,6 +13,7 @@ pub mod cloudinit;
 pub mod cmdline;
 pub mod console;
 pub mod control;
+pub mod failedboot;
 pub mod fsutil;
 pub mod init;
 pub mod initrd;

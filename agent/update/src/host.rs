@@ -135,6 +135,13 @@ impl Host {
         })
     }
 
+    /// The stateroot's `/var`, shared by every deployment.
+    pub fn var_dir(&self) -> PathBuf {
+        self.opts
+            .sysroot
+            .join(format!("ostree/deploy/{STATEROOT}/var"))
+    }
+
     /// The `/etc/ostree/remotes.d` of a deployment, inside the sysroot (for
     /// the booted one, the live `/etc`).
     pub fn remotes_dir(&self, d: &ostree::Deployment) -> PathBuf {
