@@ -20,6 +20,9 @@ const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 pub const EFIVARS_DIR: &str = "/sys/firmware/efi/efivars";
 /// Where the ESP is mounted for the moment of the rename.
 const ESP_MOUNT: &str = "/run/basalt/esp";
+/// A deployment `basalt-update` made this boot, whose `/etc` merge PID 1
+/// has redone at shutdown (`basalt-update finalize`) so late changes count.
+pub const STAGED_DEPLOYMENT_FILE: &str = "/run/basalt/staged-deployment";
 /// What `basaltctl status` reads back.
 pub const BOOT_STATE_FILE: &str = "/run/basalt/boot-state";
 

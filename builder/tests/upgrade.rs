@@ -207,14 +207,21 @@ fn upgrade_reboots_into_v2_keeps_etc_and_var_rolls_back_and_a_bad_v3_falls_back(
         "{s}"
     );
     assert_eq!(s["deployments"][1]["booted"], true, "{s}");
+    assert_eq!(s["staged"], 0, "{s}");
+    // Changed after the upgrade: PID 1 finalizes the staged deployment at
+    // shutdown, merging /etc as it is then.
+    g.ssh("echo late > /etc/late.conf && echo mine-late > /etc/user.conf");
 
     let _ = g.vm.ssh(g.port, &g.key, "basaltctl reboot");
+    g.vm.wait_for("finalized /ostree/deploy/basalt/deploy/", BOOT_TIMEOUT)
+        .unwrap();
     g.wait_ready("2.0.0");
+    assert_eq!(g.ssh("cat /etc/late.conf"), "late\n");
     assert_eq!(g.ssh("cat /usr/share/basalt-test/release"), "2.0.0");
     assert!(g
         .ssh("cat /usr/lib/os-release")
         .contains("VERSION_ID=2.0.0"));
-    assert_eq!(g.ssh("cat /etc/user.conf"), "mine\n");
+    assert_eq!(g.ssh("cat /etc/user.conf"), "mine-late\n");
     assert_eq!(g.ssh("cat /var/lib/upd/data"), "kept\n");
     g.vm.wait_for("blessed", STEP_TIMEOUT).unwrap();
     let s = g.status();
@@ -237,7 +244,8 @@ fn upgrade_reboots_into_v2_keeps_etc_and_var_rolls_back_and_a_bad_v3_falls_back(
     }
     g.vm.wait_for_ssh(g.port, &g.key, STEP_TIMEOUT).unwrap();
     assert_eq!(g.ssh("cat /usr/share/basalt-test/release"), "1.0.0");
-    assert_eq!(g.ssh("cat /etc/user.conf"), "mine\n");
+    // v1's own /etc, where the late change was made.
+    assert_eq!(g.ssh("cat /etc/user.conf"), "mine-late\n");
 
     // Automatic rollback: v3 never becomes healthy. Each of its boots is
     // recorded and rebooted with the counter systemd-boot left (+2-1,

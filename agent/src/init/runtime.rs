@@ -271,6 +271,8 @@ impl<'a> Runtime<'a> {
                 for fd in self.host.log_fds() {
                     self.host.read_log(fd);
                 }
+                // Services are stopped: nothing changes /etc any more.
+                crate::updatecli::finalize_staged();
                 // Bound sockets keep /run busy; let it unmount.
                 self.control = None;
                 self.notify = None;

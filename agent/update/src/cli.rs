@@ -24,6 +24,9 @@ pub struct Cli {
     /// The initramfs's record of the booted deployment
     #[arg(long, global = true, default_value = basalt_agent::ostree::booted::BOOTED_FILE)]
     pub booted_file: PathBuf,
+    /// The record of a deployment staged this boot (finalized at shutdown)
+    #[arg(long, global = true, default_value = crate::host::STAGED_FILE)]
+    pub staged_file: PathBuf,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -66,6 +69,9 @@ pub enum Cmd {
     Pin { deployment: String },
     /// Undo `pin`
     Unpin { deployment: String },
+    /// Redo the /etc merge of the deployment staged this boot (PID 1 runs
+    /// this at shutdown, once services have stopped)
+    Finalize,
     /// Check the update daemon's configuration file and say what it means
     CheckConfig { file: PathBuf },
     /// Check periodically, deploy, and reboot as the strategy allows
@@ -97,6 +103,7 @@ pub fn run() -> Result<()> {
         sysroot: cli.sysroot,
         esp: cli.esp,
         booted_file: cli.booted_file,
+        staged_file: cli.staged_file,
     };
     if let Cmd::Daemon {
         config,
@@ -143,6 +150,7 @@ pub fn run() -> Result<()> {
         Cmd::Cleanup { rollback } => (ops::cleanup(&host, rollback)?, false),
         Cmd::Pin { deployment } => (ops::pin(&host, &deployment, true)?, false),
         Cmd::Unpin { deployment } => (ops::pin(&host, &deployment, false)?, false),
+        Cmd::Finalize => (ops::finalize(&host)?, false),
         Cmd::Daemon { .. } | Cmd::CheckConfig { .. } => unreachable!("handled above"),
     };
     println!("{outcome}");

@@ -98,7 +98,14 @@ pub fn collect(host: &Host) -> Result<HostStatus> {
         });
     }
     let booted_idx = out.iter().position(|d| d.booted);
-    let staged = list.iter().position(|d| d.is_staged());
+    let staged_path = crate::ops::read_staged(host)
+        .ok()
+        .flatten()
+        .map(|s| s.deployment);
+    let staged = out
+        .iter()
+        .position(|d| Some(&d.path) == staged_path.as_ref())
+        .or_else(|| list.iter().position(|d| d.is_staged()));
     // The rollback is what boots when the default fails: the next one in line.
     let rollback = (0..out.len()).find(|&i| i != 0 && Some(i) != staged);
     Ok(HostStatus {

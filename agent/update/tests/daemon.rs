@@ -179,6 +179,8 @@ fn daemon(h: &Host, config: &std::path::Path, socket: &std::path::Path) -> Child
         .arg(h.path("esp"))
         .arg("--booted-file")
         .arg(h.path("booted"))
+        .arg("--staged-file")
+        .arg(h.path("staged"))
         .arg("daemon")
         .arg("--config")
         .arg(config)
