@@ -89,8 +89,8 @@ fn daemon_conf(d: &serde_yaml::Mapping, manifest: &str) -> Result<String> {
         .with_context(|| format!("running {}", tool.display()))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let err = err.trim().trim_start_matches("Error: ");
-        let err = err.replace(&file.display().to_string(), "update.daemon");
+        let err = err.trim().trim_start_matches("basalt-update: ");
+        let err = err.replace(&format!("{}: ", file.display()), "");
         bail!("{manifest}: field `update.daemon`: {err}");
     }
     Ok(text)
