@@ -325,3 +325,53 @@ fn finalize_keeps_etc_changes_made_after_the_upgrade() {
     assert!(h.update_ok(&["finalize"]).contains("nothing staged"));
     assert_eq!(h.status()["deployments"][0]["commit"], c1.as_str());
 }
+
+/// After a fallback, `status` names the failed release, its boots and why,
+/// from PID 1's records on /var (written here as PID 1 writes them).
+#[test]
+fn status_reports_failed_boots_and_the_fallback() {
+    use basalt_agent::failedboot::{save, FailedBoot, Fallback, FAILED_BOOTS_IN_VAR};
+    let h = Host::new();
+    let (r1, c1) = h.build(&V1, 1);
+    h.publish(&r1, true);
+    h.install(&c1);
+    let dir = h
+        .path("sysroot/ostree/deploy/basalt/var")
+        .join(FAILED_BOOTS_IN_VAR);
+    let to = Fallback {
+        at: 1_800_000_100,
+        boot_id: "b4".into(),
+        version: Some("1.0.0".into()),
+        commit: Some(c1.clone()),
+    };
+    for (i, left) in [2, 1, 0].into_iter().enumerate() {
+        save(
+            &dir,
+            &FailedBoot {
+                boot_id: format!("b{i}"),
+                at: 1_800_000_000 + i as u64,
+                version: Some("3.0.0".into()),
+                commit: Some("c3".into()),
+                reason: "required unit web not ready (running) after 120s".into(),
+                entry: Some(format!("basalt-c3-0+{left}-{}.conf", 3 - left)),
+                tries_left: Some(left),
+                fell_back_to: Some(to.clone()),
+            },
+        )
+        .unwrap();
+    }
+    let s = h.status();
+    let f = &s["fallback"];
+    assert_eq!(f["version"], "3.0.0", "{s}");
+    assert_eq!(f["failed_boots"], 3, "{s}");
+    assert_eq!(f["boot_ids"], serde_json::json!(["b0", "b1", "b2"]), "{s}");
+    assert_eq!(f["fell_back_to"]["commit"], c1.as_str(), "{s}");
+    assert!(f["reason"].as_str().unwrap().contains("unit web"), "{s}");
+    assert_eq!(s["deployments"][0]["failed_boots"], serde_json::json!([]));
+    let text = h.update_ok(&["status"]);
+    assert!(
+        text.contains("fell back: release 3.0.0 (commit c3) failed 3 boot(s), last because: required unit web")
+            && text.contains("`basaltctl journal -b b2`"),
+        "{text}"
+    );
+}
