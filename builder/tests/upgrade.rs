@@ -30,7 +30,8 @@ fn env_path(var: &str) -> PathBuf {
 }
 
 /// The default manifest as release `version`, with a root SSH key, a file
-/// that names the release, and the update remote at `port` on the host;
+/// that names the release, one more package after 1.0.0 (`less`), and the
+/// update remote at `port` on the host;
 /// `unhealthy` adds a required unit that never becomes ready.
 fn write_manifest(dir: &Path, version: &str, port: u16, unhealthy: bool) -> PathBuf {
     let files = dir.join("files");
@@ -61,6 +62,15 @@ fn write_manifest(dir: &Path, version: &str, port: u16, unhealthy: bool) -> Path
         .unwrap()
         .replace("name: basalt-host", "name: basalt-upd")
         .replace("version: \"0.1.0\"", &format!("version: \"{version}\""))
+        // Releases after the first add a package (the "a package changes").
+        .replace(
+            "  - chrony\n",
+            if version == "1.0.0" {
+                "  - chrony\n"
+            } else {
+                "  - chrony\n  - less\n"
+            },
+        )
         // Deployments inherit kernel arguments: a short health timeout for all.
         .replace("kernel_args:\n", "kernel_args:\n  - basalt.health.timeout=20\n")
         .replace(
@@ -70,6 +80,7 @@ fn write_manifest(dir: &Path, version: &str, port: u16, unhealthy: bool) -> Path
             ),
         );
     assert!(text.contains("update:"), "{text}");
+    assert!(version == "1.0.0" || text.contains("  - less\n"), "{text}");
     let path = dir.join(format!("upd-{version}.yaml"));
     std::fs::write(&path, text).unwrap();
     path
@@ -295,6 +306,10 @@ fn upgrade_reboots_into_v2_keeps_etc_and_var_rolls_back_and_a_bad_v3_falls_back(
     );
     g.wait_ready("2.0.0");
     assert_eq!(g.ssh("cat /etc/late.conf"), "late\n");
+    assert!(
+        g.ssh("ls /usr/bin").lines().any(|l| l == "less"),
+        "v2's added package"
+    );
     let deadline = Instant::now() + STEP_TIMEOUT;
     while lock.lock().unwrap().holder.is_some() {
         assert!(Instant::now() < deadline, "v2 did not release the slot");
@@ -342,6 +357,7 @@ fn upgrade_reboots_into_v2_keeps_etc_and_var_rolls_back_and_a_bad_v3_falls_back(
     );
     g.vm.wait_for_ssh(g.port, &g.key, STEP_TIMEOUT).unwrap();
     assert_eq!(g.ssh("cat /usr/share/basalt-test/release"), "1.0.0");
+    assert!(!g.ssh("ls /usr/bin").lines().any(|l| l == "less"));
     // v1's own /etc, where the late change was made.
     assert_eq!(g.ssh("cat /etc/user.conf"), "mine-late\n");
 
