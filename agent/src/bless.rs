@@ -3,8 +3,9 @@
 //! systemd-boot boots an entry named `<id>+<left>[-<done>].conf`, renames it
 //! with one try used, and tells the OS which file it booted in the EFI
 //! variable `LoaderBootCountPath`. A healthy boot drops the counter from the
-//! name ("blessed"); an unhealthy one sets the tries left to 0 ("bad"), so the
-//! boot loader sorts it last and falls back to the previous entry.
+//! name ("blessed"). An unhealthy boot leaves the name alone and reboots, so
+//! each failed boot uses up one try; once none are left (`+0-N`, "bad"),
+//! systemd-boot sorts the entry last and falls back to the previous one.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,14 +20,11 @@ const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 pub const EFIVARS_DIR: &str = "/sys/firmware/efi/efivars";
 /// Where the ESP is mounted for the moment of the rename.
 const ESP_MOUNT: &str = "/run/basalt/esp";
+/// A deployment `basalt-update` made this boot, whose `/etc` merge PID 1
+/// has redone at shutdown (`basalt-update finalize`) so late changes count.
+pub const STAGED_DEPLOYMENT_FILE: &str = "/run/basalt/staged-deployment";
 /// What `basaltctl status` reads back.
 pub const BOOT_STATE_FILE: &str = "/run/basalt/boot-state";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Good,
-    Bad,
-}
 
 /// A boot-counted file name split into its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,19 +58,11 @@ pub fn parse_counted(name: &str) -> Option<Counted> {
     })
 }
 
-/// The name an entry gets for a verdict; None when there is nothing to do.
-pub fn renamed(name: &str, verdict: Verdict) -> Option<String> {
+/// The blessed name of a counted entry (the counter dropped); None when
+/// the name carries no counter.
+pub fn blessed_name(name: &str) -> Option<String> {
     let c = parse_counted(name)?;
-    match verdict {
-        Verdict::Good => Some(format!("{}{}", c.stem, c.ext)),
-        Verdict::Bad if c.left == 0 => None,
-        Verdict::Bad => Some(format!(
-            "{}+0-{}{}",
-            c.stem,
-            c.done.unwrap_or(0) + c.left,
-            c.ext
-        )),
-    }
+    Some(format!("{}{}", c.stem, c.ext))
 }
 
 /// Decodes an efivarfs file: 4 bytes of attributes, then UTF-16LE, NUL-terminated.
@@ -91,8 +81,8 @@ fn read_loader_var(efivars: &Path, name: &str) -> Option<String> {
     decode_efi_string(&raw)
 }
 
-/// Renames the booted entry inside an ESP tree, returning what it did.
-pub fn apply_verdict(esp_root: &Path, count_path: &str, verdict: Verdict) -> Result<String> {
+/// Blesses the booted entry inside an ESP tree, returning what it did.
+pub fn bless_in(esp_root: &Path, count_path: &str) -> Result<String> {
     let rel = count_path.replace('\\', "/");
     let rel = rel.trim_start_matches('/');
     let current = esp_root.join(rel);
@@ -100,7 +90,7 @@ pub fn apply_verdict(esp_root: &Path, count_path: &str, verdict: Verdict) -> Res
         .file_name()
         .and_then(|n| n.to_str())
         .context("LoaderBootCountPath has no file name")?;
-    let Some(new_name) = renamed(name, verdict) else {
+    let Some(new_name) = blessed_name(name) else {
         return Ok(format!("{rel}: nothing to change"));
     };
     if !current.exists() {
@@ -144,12 +134,12 @@ fn record_state(state: &str) {
     );
 }
 
-fn verdict_on_esp(verdict: Verdict) -> Result<String> {
+fn bless_on_esp() -> Result<String> {
     ensure_efivarfs(&LinuxSyscall);
     let Some(count_path) = read_loader_var(Path::new(EFIVARS_DIR), "LoaderBootCountPath") else {
         return Ok("boot counting not in use (no LoaderBootCountPath)".to_string());
     };
-    with_mounted_esp(|mnt| apply_verdict(mnt, &count_path, verdict))
+    with_mounted_esp(|mnt| bless_in(mnt, &count_path))
 }
 
 /// Mounts the ESP the boot loader came from on [`ESP_MOUNT`], runs `f` on
@@ -182,7 +172,7 @@ pub fn with_mounted_esp<T>(f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
 
 /// Marks the booted entry good (drops the counter).
 pub fn bless_boot() -> Result<String> {
-    let r = verdict_on_esp(Verdict::Good);
+    let r = bless_on_esp();
     record_state(if r.is_ok() {
         "blessed"
     } else {
@@ -191,11 +181,92 @@ pub fn bless_boot() -> Result<String> {
     r
 }
 
-/// Marks the booted entry bad (no tries left).
-pub fn mark_bad() -> Result<String> {
-    let r = verdict_on_esp(Verdict::Bad);
+/// What PID 1 does after an unhealthy boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhealthy {
+    /// For the console and the journal.
+    pub message: String,
+    /// Reboot: systemd-boot tries the entry again while it has tries left,
+    /// then falls back. Without boot counting, or with no other entry to
+    /// fall back to, rebooting would only loop.
+    pub reboot: bool,
+}
+
+/// Records an unhealthy boot under [`crate::failedboot::FAILED_BOOTS_DIR`]
+/// and decides whether to reboot. The entry keeps the counter systemd-boot
+/// gave it, so every failed boot uses up one try.
+pub fn unhealthy_boot(reason: &str, version: Option<String>, commit: Option<String>) -> Unhealthy {
+    ensure_efivarfs(&LinuxSyscall);
+    let count_path = read_loader_var(Path::new(EFIVARS_DIR), "LoaderBootCountPath");
+    let entry = count_path
+        .as_deref()
+        .map(|p| p.replace('\\', "/"))
+        .and_then(|p| p.rsplit('/').next().map(str::to_string));
+    let tries_left = entry.as_deref().and_then(parse_counted).map(|c| c.left);
+    let record = crate::failedboot::FailedBoot {
+        boot_id: crate::failedboot::boot_id(),
+        at: crate::failedboot::now_unix(),
+        version,
+        commit,
+        reason: reason.to_string(),
+        entry: entry.clone(),
+        tries_left,
+        fell_back_to: None,
+    };
+    let dir = Path::new(crate::failedboot::FAILED_BOOTS_DIR);
+    let saved = match crate::failedboot::save(dir, &record) {
+        Ok(()) => format!("recorded in {}", dir.display()),
+        Err(e) => format!("recording it in {} failed: {e}", dir.display()),
+    };
     record_state("unhealthy");
-    r
+    let (what, reboot) = match (&entry, tries_left) {
+        (Some(e), Some(left)) if left > 0 => (
+            format!(
+                "entry {e} has {left} tr{} left",
+                if left == 1 { "y" } else { "ies" }
+            ),
+            true,
+        ),
+        (Some(e), Some(_)) => {
+            // The last try: reboot only when systemd-boot has a better entry.
+            let fallback = with_mounted_esp(|mnt| Ok(has_fallback_entry(mnt, e)));
+            match fallback {
+                Ok(true) => (format!("entry {e} used its last try; the boot loader falls back to the previous entry"), true),
+                Ok(false) => (format!("entry {e} used its last try and there is no entry to fall back to; staying up"), false),
+                Err(err) => (format!("entry {e} used its last try; the ESP: {err:#}"), true),
+            }
+        }
+        (Some(e), None) => (format!("entry {e} is not boot-counted; staying up"), false),
+        (None, _) => (
+            "boot counting not in use (no LoaderBootCountPath); staying up".to_string(),
+            false,
+        ),
+    };
+    Unhealthy {
+        message: format!("{what}; {saved}"),
+        reboot,
+    }
+}
+
+/// Whether `loader/entries` holds an entry other than `booted` that
+/// systemd-boot would prefer: blessed, or with tries left.
+pub fn has_fallback_entry(esp_root: &Path, booted: &str) -> bool {
+    let Ok(dir) = fs::read_dir(esp_root.join("loader/entries")) else {
+        return false;
+    };
+    dir.filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".conf") && n != booted)
+        .any(|n| parse_counted(&n).is_none_or(|c| c.left > 0))
+}
+
+/// Writes a line to the kernel log, which the journal daemon reads, so PID
+/// 1's boot-health messages are in that boot's journal.
+pub fn log_to_kmsg(priority: u8, message: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = writeln!(f, "<{}>basalt: {message}", priority.min(7));
+    }
 }
 
 #[cfg(test)]
@@ -205,20 +276,15 @@ mod tests {
     #[test]
     fn counter_names() {
         assert_eq!(
-            renamed("basalt-1+3.conf", Verdict::Good).as_deref(),
+            blessed_name("basalt-1+3.conf").as_deref(),
             Some("basalt-1.conf")
         );
         assert_eq!(
-            renamed("basalt-1+2-1.conf", Verdict::Good).as_deref(),
+            blessed_name("basalt-1+2-1.conf").as_deref(),
             Some("basalt-1.conf")
         );
-        assert_eq!(
-            renamed("basalt-1+2-1.conf", Verdict::Bad).as_deref(),
-            Some("basalt-1+0-3.conf")
-        );
-        assert_eq!(renamed("basalt-1+0-3.conf", Verdict::Bad), None);
-        assert_eq!(renamed("basalt-1.conf", Verdict::Good), None);
-        assert_eq!(renamed("a+b.conf", Verdict::Good), None);
+        assert_eq!(blessed_name("basalt-1.conf"), None);
+        assert_eq!(blessed_name("a+b.conf"), None);
         assert_eq!(
             parse_counted("x+1-2.efi"),
             Some(Counted {
@@ -245,27 +311,31 @@ mod tests {
     }
 
     #[test]
-    fn renames_inside_esp_tree() {
+    fn blesses_inside_esp_tree_and_finds_fallbacks() {
         let d = tempfile::tempdir().unwrap();
         let entries = d.path().join("loader/entries");
         fs::create_dir_all(&entries).unwrap();
         fs::write(entries.join("basalt-1+2-1.conf"), b"title x\n").unwrap();
-        let msg = apply_verdict(
-            d.path(),
-            "\\loader\\entries\\basalt-1+2-1.conf",
-            Verdict::Good,
-        )
-        .unwrap();
+        let msg = bless_in(d.path(), "\\loader\\entries\\basalt-1+2-1.conf").unwrap();
         assert_eq!(msg, "basalt-1+2-1.conf -> basalt-1.conf");
         assert_eq!(
             fs::read(entries.join("basalt-1.conf")).unwrap(),
             b"title x\n"
         );
         assert!(!entries.join("basalt-1+2-1.conf").exists());
+        assert!(bless_in(d.path(), "/loader/entries/gone+1.conf").is_err());
 
-        fs::write(entries.join("b+1-2.conf"), b"").unwrap();
-        apply_verdict(d.path(), "/loader/entries/b+1-2.conf", Verdict::Bad).unwrap();
-        assert!(entries.join("b+0-3.conf").exists());
-        assert!(apply_verdict(d.path(), "/loader/entries/gone+1.conf", Verdict::Good).is_err());
+        // The last try of entry 2: entry 1 (blessed) is the fallback.
+        fs::write(entries.join("basalt-2+0-3.conf"), b"").unwrap();
+        assert!(has_fallback_entry(d.path(), "basalt-2+0-3.conf"));
+        fs::remove_file(entries.join("basalt-1.conf")).unwrap();
+        assert!(!has_fallback_entry(d.path(), "basalt-2+0-3.conf"));
+        fs::write(entries.join("basalt-1+0-3.conf"), b"").unwrap();
+        assert!(
+            !has_fallback_entry(d.path(), "basalt-2+0-3.conf"),
+            "bad entries do not count"
+        );
+        fs::write(entries.join("basalt-0+1-2.conf"), b"").unwrap();
+        assert!(has_fallback_entry(d.path(), "basalt-2+0-3.conf"));
     }
 }

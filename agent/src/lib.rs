@@ -14,6 +14,7 @@ pub mod cmdline;
 pub mod console;
 pub mod control;
 pub mod enginecli;
+pub mod failedboot;
 pub mod fsutil;
 pub mod init;
 pub mod initrd;

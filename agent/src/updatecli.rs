@@ -5,6 +5,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -20,6 +21,66 @@ pub const UPDATE_VERBS: [&str; 7] = [
 
 pub fn is_update_verb(verb: &str) -> bool {
     UPDATE_VERBS.contains(&verb)
+}
+
+/// How long PID 1 lets `basalt-update finalize` run at shutdown.
+pub const FINALIZE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// At shutdown, once services have stopped and before anything is
+/// unmounted: finalize a deployment `basalt-update` staged this boot (its
+/// `/etc` merge is redone, so late changes are kept). Output goes to the
+/// console; a failure leaves the staged deployment as it was, still bootable.
+pub fn finalize_staged() {
+    if !Path::new(crate::bless::STAGED_DEPLOYMENT_FILE).exists() {
+        return;
+    }
+    if !Path::new(UPDATE_TOOL).exists() {
+        crate::console::warn(format_args!(
+            "a deployment is staged, but {UPDATE_TOOL} is missing to finalize it"
+        ));
+        return;
+    }
+    crate::console::plain("Basalt: finalizing the staged deployment");
+    let mut cmd = Command::new(UPDATE_TOOL);
+    cmd.arg("finalize").stdin(std::process::Stdio::null());
+    // SAFETY: the hook only calls async-signal-safe functions.
+    unsafe {
+        cmd.pre_exec(|| {
+            crate::service::linux::reset_signal_mask();
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            crate::console::warn(format_args!("running {UPDATE_TOOL} finalize: {e}"));
+            return;
+        }
+    };
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return,
+            Ok(Some(status)) => {
+                crate::console::warn(format_args!("{UPDATE_TOOL} finalize: {status}"));
+                return;
+            }
+            Ok(None) if started.elapsed() > FINALIZE_TIMEOUT => {
+                crate::console::warn(format_args!(
+                    "{UPDATE_TOOL} finalize took over {}s; stopping it (the staged deployment stays)",
+                    FINALIZE_TIMEOUT.as_secs()
+                ));
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                crate::console::warn(format_args!("waiting for {UPDATE_TOOL} finalize: {e}"));
+                return;
+            }
+        }
+    }
 }
 
 /// Replaces this process with `basalt-update ARGS`; returns only on failure.

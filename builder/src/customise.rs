@@ -72,6 +72,14 @@ pub fn write_overlay(dir: &Path, inp: &OverlayInputs<'_>) -> Result<()> {
         if let Some(key) = &u.key {
             put(crate::update::UPDATE_KEY_PATH, key, 0o644)?;
         }
+        put(
+            crate::update::DAEMON_UNIT_PATH,
+            crate::update::DAEMON_UNIT.as_bytes(),
+            0o644,
+        )?;
+        if let Some(conf) = &u.daemon_conf {
+            put(crate::update::DAEMON_CONF_PATH, conf.as_bytes(), 0o644)?;
+        }
     }
     if let Some(engine) = inp.engine {
         put(crate::engine::ENGINE_PATH, engine, 0o755)?;
@@ -169,6 +177,7 @@ mod tests {
                 update: Some(&crate::update::UpdateOverlay {
                     remote_conf: "[remote \"basalt\"]\n".into(),
                     key: Some(b"key".to_vec()),
+                    daemon_conf: Some("strategy: immediate\n".into()),
                 }),
                 engine: None,
             },
@@ -181,6 +190,13 @@ mod tests {
             b"ELF-update"
         );
         assert!(out.join("usr/etc/ostree/remotes.d/basalt.conf").is_file());
+        assert!(out
+            .join("usr/lib/basalt/units/basalt-update.yaml")
+            .is_file());
+        assert_eq!(
+            fs::read(out.join("usr/etc/basalt/update.yaml")).unwrap(),
+            b"strategy: immediate\n"
+        );
         assert_eq!(
             fs::read(out.join("usr/share/basalt/keys/basalt.gpg")).unwrap(),
             b"key"

@@ -80,6 +80,11 @@ pub struct UpdateSpec {
     /// Refuse unsigned releases; true when `gpg_key_file` is given.
     #[serde(default)]
     pub require_signatures: Option<bool>,
+    /// The update daemon's configuration (`strategy`, `interval`, `window`,
+    /// `fleetlock`), written to `/etc/basalt/update.yaml`; the daemon is off
+    /// without it (unless cloud-init writes that file).
+    #[serde(default)]
+    pub daemon: Option<serde_yaml::Mapping>,
 }
 
 impl UpdateSpec {

@@ -16,12 +16,20 @@ pub const REMOTE_CONF_PATH: &str = "usr/etc/ostree/remotes.d/basalt.conf";
 pub const UPDATE_KEY_PATH: &str = "usr/share/basalt/keys/basalt.gpg";
 /// The remote's name, as `basalt-update` expects it.
 pub const REMOTE_NAME: &str = "basalt";
+/// The update daemon's configuration, in the image's default `/etc`.
+pub const DAEMON_CONF_PATH: &str = "usr/etc/basalt/update.yaml";
+/// The update daemon's unit; it exits at once unless `/etc/basalt/update.yaml`
+/// picks a strategy.
+pub const DAEMON_UNIT_PATH: &str = "usr/lib/basalt/units/basalt-update.yaml";
+pub const DAEMON_UNIT: &str = include_str!("../hostfiles/usr/lib/basalt/units/basalt-update.yaml");
 
 /// Files the overlay gets for updates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateOverlay {
     pub remote_conf: String,
     pub key: Option<Vec<u8>>,
+    /// `/etc/basalt/update.yaml` from `update.daemon`.
+    pub daemon_conf: Option<String>,
 }
 
 impl UpdateOverlay {
@@ -42,9 +50,14 @@ impl UpdateOverlay {
         if key.is_some() {
             conf.push_str(&format!("gpgkeypath=/{UPDATE_KEY_PATH}\n"));
         }
+        let daemon_conf = match &spec.daemon {
+            Some(d) => Some(daemon_conf(d, &lm.source_name)?),
+            None => None,
+        };
         Ok(Some(Self {
             remote_conf: conf,
             key,
+            daemon_conf,
         }))
     }
 
@@ -52,8 +65,35 @@ impl UpdateOverlay {
     pub fn digest(&self) -> String {
         let mut bytes = self.remote_conf.clone().into_bytes();
         bytes.extend_from_slice(self.key.as_deref().unwrap_or_default());
+        bytes.push(0);
+        bytes.extend_from_slice(self.daemon_conf.as_deref().unwrap_or_default().as_bytes());
+        bytes.extend_from_slice(DAEMON_UNIT.as_bytes());
         crate::util::sha256_hex(&bytes)
     }
+}
+
+/// `update.daemon` as the daemon's YAML, checked by the `basalt-update`
+/// that goes into the image, so a bad window or URL fails the build.
+fn daemon_conf(d: &serde_yaml::Mapping, manifest: &str) -> Result<String> {
+    let text = serde_yaml::to_string(d)?;
+    let tool = default_tool_path().with_context(|| {
+        format!("{manifest}: field `update.daemon`: no basalt-update to check it with (ci/build-update, or set BASALT_UPDATE)")
+    })?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("update.yaml");
+    fs::write(&file, &text)?;
+    let out = std::process::Command::new(&tool)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .with_context(|| format!("running {}", tool.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err = err.trim().trim_start_matches("basalt-update: ");
+        let err = err.replace(&format!("{}: ", file.display()), "");
+        bail!("{manifest}: field `update.daemon`: {err}");
+    }
+    Ok(text)
 }
 
 /// An OpenPGP public key export: armored, or binary starting with a public-key packet.

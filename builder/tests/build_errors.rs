@@ -109,6 +109,17 @@ fn wrong_type_names_the_field() {
     expect_one_error("disk_size: 4G", "disk_size: [4G]", &["m.yaml", "disk_size"]);
 }
 
+/// The update daemon's settings are checked by the `basalt-update` that goes
+/// into the image, before anything is built.
+#[test]
+fn bad_update_daemon_window_names_the_field() {
+    expect_one_error(
+        "disk_size: 4G",
+        "disk_size: 4G\nupdate:\n  url: http://10.0.2.2:8080/\n  daemon:\n    strategy: window\n    window: {days: [sat], start: '25:00', length: 1h}",
+        &["m.yaml", "update.daemon", "window.start", "25:00"],
+    );
+}
+
 #[test]
 fn manifest_check_and_schema() {
     let o = basalt()

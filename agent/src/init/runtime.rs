@@ -271,6 +271,8 @@ impl<'a> Runtime<'a> {
                 for fd in self.host.log_fds() {
                     self.host.read_log(fd);
                 }
+                // Services are stopped: nothing changes /etc any more.
+                crate::updatecli::finalize_staged();
                 // Bound sockets keep /run busy; let it unmount.
                 self.control = None;
                 self.notify = None;
@@ -431,18 +433,63 @@ impl<'a> Runtime<'a> {
                         HealthState::Healthy(format!("bless failed: {err:#}"))
                     }
                 };
+                self.note_fallback();
             }
             Verdict::Unhealthy(reason) => {
+                let release = format!(
+                    "release {} (commit {})",
+                    self.version.as_deref().unwrap_or("?"),
+                    self.booted_commit.as_deref().unwrap_or("?")
+                );
                 console::plain(format_args!("Basalt: boot unhealthy: {reason}"));
-                match crate::bless::mark_bad() {
-                    Ok(message) => {
-                        console::info(format_args!("marked the boot entry bad: {message}"))
-                    }
-                    Err(err) => console::warn(format_args!("marking the boot entry bad: {err:#}")),
-                }
+                let outcome = crate::bless::unhealthy_boot(
+                    &reason,
+                    self.version.clone(),
+                    self.booted_commit.clone(),
+                );
+                let verb = if outcome.reboot {
+                    "rebooting"
+                } else {
+                    "not rebooting"
+                };
+                console::info(format_args!("unhealthy boot: {}; {verb}", outcome.message));
+                crate::bless::log_to_kmsg(
+                    3,
+                    &format!(
+                        "boot of {release} unhealthy: {reason}; {}; {verb}",
+                        outcome.message
+                    ),
+                );
                 self.health_state = HealthState::Unhealthy(reason);
-                self.begin_shutdown(PowerAction::Reboot);
+                if outcome.reboot {
+                    self.begin_shutdown(PowerAction::Reboot);
+                }
             }
+        }
+    }
+
+    /// After a healthy boot: releases that failed before this one are now
+    /// fallen back from; say so once, on the console and in the journal.
+    fn note_fallback(&self) {
+        use crate::failedboot::{self, Fallback, FAILED_BOOTS_DIR};
+        let to = Fallback {
+            at: failedboot::now_unix(),
+            boot_id: failedboot::boot_id(),
+            version: self.version.clone(),
+            commit: self.booted_commit.clone(),
+        };
+        match failedboot::note_fallback(Path::new(FAILED_BOOTS_DIR), &to) {
+            Ok(noted) => {
+                for line in failedboot::summarize(&noted) {
+                    let line = format!(
+                        "fell back to release {}: {line}",
+                        to.version.as_deref().unwrap_or("?")
+                    );
+                    console::plain(format_args!("Basalt: {line}"));
+                    crate::bless::log_to_kmsg(3, &line);
+                }
+            }
+            Err(err) => console::warn(format_args!("{FAILED_BOOTS_DIR}: {err}")),
         }
     }
 

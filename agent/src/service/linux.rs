@@ -216,7 +216,7 @@ fn set_nonblocking(fd: RawFd) {
 }
 
 /// Unblock every signal: PID 1 blocks the ones it reads from its signalfd.
-fn reset_signal_mask() {
+pub(crate) fn reset_signal_mask() {
     // SAFETY: sigset_t is initialised by sigemptyset; both calls are
     // async-signal-safe.
     unsafe {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::host::{Host, HostOpts, DEFAULT_SYSROOT};
@@ -24,6 +24,9 @@ pub struct Cli {
     /// The initramfs's record of the booted deployment
     #[arg(long, global = true, default_value = basalt_agent::ostree::booted::BOOTED_FILE)]
     pub booted_file: PathBuf,
+    /// The record of a deployment staged this boot (finalized at shutdown)
+    #[arg(long, global = true, default_value = crate::host::STAGED_FILE)]
+    pub staged_file: PathBuf,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -66,15 +69,57 @@ pub enum Cmd {
     Pin { deployment: String },
     /// Undo `pin`
     Unpin { deployment: String },
+    /// Redo the /etc merge of the deployment staged this boot (PID 1 runs
+    /// this at shutdown, once services have stopped)
+    Finalize,
+    /// Check the update daemon's configuration file and say what it means
+    CheckConfig { file: PathBuf },
+    /// Check periodically, deploy, and reboot as the strategy allows
+    Daemon {
+        /// The daemon's configuration (a missing file means `strategy: off`)
+        #[arg(long, default_value = crate::daemon::CONFIG_PATH)]
+        config: PathBuf,
+        /// PID 1's control socket, for health and reboot
+        #[arg(long, default_value = basalt_agent::control::protocol::CONTROL_SOCKET)]
+        control_socket: PathBuf,
+    },
 }
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    let host = Host::open(&HostOpts {
+    if let Cmd::CheckConfig { file } = &cli.cmd {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let cfg = crate::daemon::Config::parse(&text, &file.display().to_string())?;
+        println!(
+            "{}: strategy {:?}, checks every {}s",
+            file.display(),
+            cfg.strategy,
+            cfg.interval.as_secs()
+        );
+        return Ok(());
+    }
+    let opts = HostOpts {
         sysroot: cli.sysroot,
         esp: cli.esp,
         booted_file: cli.booted_file,
-    })?;
+        staged_file: cli.staged_file,
+    };
+    if let Cmd::Daemon {
+        config,
+        control_socket,
+    } = &cli.cmd
+    {
+        let cfg = crate::daemon::Config::load(config)?;
+        let mut env = crate::daemon::HostEnv {
+            opts,
+            control_socket: control_socket.clone(),
+        };
+        let stop = crate::daemon::run(&cfg, &mut env, None)?;
+        println!("update daemon: {stop:?}");
+        return Ok(());
+    }
+    let host = Host::open(&opts)?;
     let (outcome, reboot) = match cli.cmd {
         Cmd::Status { json } => {
             let s = crate::status::collect(&host)?;
@@ -105,6 +150,8 @@ pub fn run() -> Result<()> {
         Cmd::Cleanup { rollback } => (ops::cleanup(&host, rollback)?, false),
         Cmd::Pin { deployment } => (ops::pin(&host, &deployment, true)?, false),
         Cmd::Unpin { deployment } => (ops::pin(&host, &deployment, false)?, false),
+        Cmd::Finalize => (ops::finalize(&host)?, false),
+        Cmd::Daemon { .. } | Cmd::CheckConfig { .. } => unreachable!("handled above"),
     };
     println!("{outcome}");
     let changed = matches!(outcome, Outcome::Deployed { .. } | Outcome::Changed(_));

@@ -15,6 +15,9 @@ pub const STATEROOT: &str = "basalt";
 /// The physical root filesystem, as the initramfs mounts it for PID 1.
 pub const DEFAULT_SYSROOT: &str = "/sysroot";
 
+/// Where a staged deployment is recorded (PID 1 finalizes it at shutdown).
+pub const STAGED_FILE: &str = basalt_agent::bless::STAGED_DEPLOYMENT_FILE;
+
 /// Where the sysroot, the ESP and the booted-deployment record are.
 #[derive(Debug, Clone)]
 pub struct HostOpts {
@@ -23,6 +26,10 @@ pub struct HostOpts {
     pub esp: Option<PathBuf>,
     /// The initramfs's record of the booted deployment.
     pub booted_file: PathBuf,
+    /// The record of a deployment made this boot whose `/etc` merge is
+    /// redone at shutdown ([`crate::ops::finalize`]); on /run, so a boot
+    /// forgets it.
+    pub staged_file: PathBuf,
 }
 
 impl Default for HostOpts {
@@ -31,6 +38,7 @@ impl Default for HostOpts {
             sysroot: DEFAULT_SYSROOT.into(),
             esp: None,
             booted_file: basalt_agent::ostree::booted::BOOTED_FILE.into(),
+            staged_file: STAGED_FILE.into(),
         }
     }
 }
@@ -133,6 +141,13 @@ impl Host {
             timestamp,
             refspec,
         })
+    }
+
+    /// The stateroot's `/var`, shared by every deployment.
+    pub fn var_dir(&self) -> PathBuf {
+        self.opts
+            .sysroot
+            .join(format!("ostree/deploy/{STATEROOT}/var"))
     }
 
     /// The `/etc/ostree/remotes.d` of a deployment, inside the sysroot (for

@@ -7,7 +7,9 @@
 //! update verbs here.
 
 pub mod cli;
+pub mod daemon;
 pub mod esp;
+pub mod fleetlock;
 pub mod host;
 pub mod ops;
 pub mod remote;

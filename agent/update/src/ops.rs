@@ -4,11 +4,16 @@
 //! changes yet), deploy the new tree next to the others, write the new
 //! deployment list (libostree swaps its boot links in one rename), then
 //! bring the ESP in line, where the new default takes over in one rename.
-//! Deployments are written at once, not staged for shutdown: the `/etc`
-//! three-way merge happens when the command runs.
+//! On a booted host, a new deployment is also recorded as staged: it is
+//! the default from the start (a power cut at any point leaves a bootable
+//! pair), and at shutdown, once services have stopped, PID 1 runs
+//! [`finalize`], which deploys the same commit again with `/etc` merged
+//! from the booted deployment's `/etc` as it is then, so changes made after
+//! the upgrade are kept.
 
 use anyhow::{bail, Context, Result};
 use ostree::gio;
+use serde::{Deserialize, Serialize};
 
 use crate::host::{Host, STATEROOT};
 use crate::remote::{self, PullReport, PullRequest, REMOTE};
@@ -239,12 +244,106 @@ fn deploy_commit(
         }
     }
     host.write_deployments(&list)?;
+    if booted.as_ref().is_some_and(|b| b.equal(merge)) {
+        let record = Staged {
+            deployment: host.deployment_path(&list[0]),
+            commit: commit.to_string(),
+        };
+        write_staged(host, &record)?;
+    }
     let (version, _) = crate::host::commit_meta(&host.sysroot.repo(), commit)?;
     Ok(Outcome::Deployed {
         commit: commit.to_string(),
         version,
         pull,
     })
+}
+
+/// A deployment made this boot whose `/etc` merge is redone at shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// `/ostree/deploy/<os>/deploy/<csum>.<serial>`
+    pub deployment: String,
+    pub commit: String,
+}
+
+fn write_staged(host: &Host, record: &Staged) -> Result<()> {
+    let path = &host.opts.staged_file;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    basalt_agent::fsutil::write_atomic(path, &serde_json::to_vec(record)?, 0o644)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The staged record, if any.
+pub fn read_staged(host: &Host) -> Result<Option<Staged>> {
+    let path = &host.opts.staged_file;
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(
+            serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn clear_staged(host: &Host) -> Result<()> {
+    let path = &host.opts.staged_file;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Finalizes the deployment staged this boot: deploys its commit again with
+/// `/etc` merged from the booted deployment's `/etc` as it is now, and puts
+/// it in the staged one's place (same role, a fresh `+3` boot entry). Until
+/// the new deployment list is written, the staged deployment stays the
+/// default, so a power cut here leaves the host as `upgrade` left it.
+pub fn finalize(host: &Host) -> Result<Outcome> {
+    let Some(record) = read_staged(host)? else {
+        return Ok(Outcome::Changed("finalize: nothing staged".into()));
+    };
+    host.lock()?;
+    let list = host.deployments();
+    let staged = list
+        .first()
+        .filter(|d| host.deployment_path(d) == record.deployment)
+        .cloned();
+    let Some(staged) = staged else {
+        clear_staged(host)?;
+        return Ok(Outcome::Changed(format!(
+            "finalize: {} is no longer the default; nothing to do",
+            record.deployment
+        )));
+    };
+    let booted = host
+        .booted()
+        .context("finalize: no booted deployment to merge /etc from")?;
+    let origin = staged.origin();
+    let new = host
+        .sysroot
+        .deploy_tree_with_options(
+            Some(STATEROOT),
+            &record.commit,
+            origin.as_ref(),
+            Some(&booted),
+            None,
+            gio::Cancellable::NONE,
+        )
+        .map_err(gerr(format!("deploying commit {} again", record.commit)))?;
+    let mut new_list = vec![new.clone()];
+    new_list.extend(list.into_iter().skip(1));
+    host.write_deployments(&new_list)?;
+    clear_staged(host)?;
+    Ok(Outcome::Changed(format!(
+        "finalized {}: /etc merged from the booted deployment's current /etc into {}",
+        record.deployment,
+        host.deployment_path(&new)
+    )))
 }
 
 /// Makes the previous deployment the default again (or, when an update is
@@ -262,6 +361,7 @@ pub fn rollback(host: &Host) -> Result<Outcome> {
     let mut new = vec![target.clone()];
     new.extend(list.into_iter().filter(|d| !d.equal(&target)));
     host.write_deployments(&new)?;
+    clear_staged(host)?;
     let info = host.info(&target)?;
     Ok(Outcome::Changed(format!(
         "rolled back: version {} ({}) boots next",

@@ -4,6 +4,8 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use basalt_agent::failedboot::{self, FailedBoot, Fallback, FAILED_BOOTS_IN_VAR};
+
 use crate::esp::{EntryState, Esp};
 use crate::host::Host;
 use crate::remote::{self, SignatureState};
@@ -22,6 +24,24 @@ pub struct HostStatus {
     pub staged: Option<usize>,
     pub rollback: Option<usize>,
     pub deployments: Vec<DeploymentStatus>,
+    /// The last release whose boots never became healthy and that the host
+    /// fell back from (added in basalt.dev/v1; absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackStatus>,
+}
+
+/// A release that failed its boots, and what the host fell back to.
+#[derive(Debug, Serialize)]
+pub struct FallbackStatus {
+    pub version: Option<String>,
+    pub commit: Option<String>,
+    /// Boots of that release that were not healthy.
+    pub failed_boots: usize,
+    /// Why the last one failed.
+    pub reason: String,
+    /// The boot ids of its failed boots; their logs: `basaltctl journal -b ID`.
+    pub boot_ids: Vec<String>,
+    pub fell_back_to: Fallback,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +59,8 @@ pub struct DeploymentStatus {
     /// The ESP entry booting it, and its boot-counting state.
     pub entry: Option<String>,
     pub entry_state: Option<EntryState>,
+    /// Boots of this commit that never became healthy, oldest first.
+    pub failed_boots: Vec<FailedBoot>,
 }
 
 pub fn collect(host: &Host) -> Result<HostStatus> {
@@ -48,6 +70,7 @@ pub fn collect(host: &Host) -> Result<HostStatus> {
         .merge_deployment()
         .and_then(|m| remote::open_repo(host.root(), &host.remotes_dir(&m)).ok());
     let esp = host.with_esp(Esp::read).ok();
+    let records = failedboot::load_all(&host.var_dir().join(FAILED_BOOTS_IN_VAR));
     let mut out = Vec::new();
     for (index, d) in list.iter().enumerate() {
         let info = host.info(d)?;
@@ -62,6 +85,11 @@ pub fn collect(host: &Host) -> Result<HostStatus> {
                 .map(|r| remote::signature_state(r, &info.commit)),
             entry: entry.map(|e| e.file_name.clone()),
             entry_state: entry.map(|e| e.state()),
+            failed_boots: records
+                .iter()
+                .filter(|r| r.commit.as_deref() == Some(info.commit.as_str()))
+                .cloned()
+                .collect(),
             path: info.path,
             commit: info.commit,
             version: info.version,
@@ -70,7 +98,14 @@ pub fn collect(host: &Host) -> Result<HostStatus> {
         });
     }
     let booted_idx = out.iter().position(|d| d.booted);
-    let staged = list.iter().position(|d| d.is_staged());
+    let staged_path = crate::ops::read_staged(host)
+        .ok()
+        .flatten()
+        .map(|s| s.deployment);
+    let staged = out
+        .iter()
+        .position(|d| Some(&d.path) == staged_path.as_ref())
+        .or_else(|| list.iter().position(|d| d.is_staged()));
     // The rollback is what boots when the default fails: the next one in line.
     let rollback = (0..out.len()).find(|&i| i != 0 && Some(i) != staged);
     Ok(HostStatus {
@@ -81,6 +116,26 @@ pub fn collect(host: &Host) -> Result<HostStatus> {
         staged,
         rollback,
         deployments: out,
+        fallback: fallback(&records),
+    })
+}
+
+/// The release of the newest record that was fallen back from, with all its
+/// failed boots up to that fallback.
+fn fallback(records: &[FailedBoot]) -> Option<FallbackStatus> {
+    let last = records.iter().rev().find(|r| r.fell_back_to.is_some())?;
+    let to = last.fell_back_to.clone()?;
+    let of: Vec<&FailedBoot> = records
+        .iter()
+        .filter(|r| r.commit == last.commit && r.fell_back_to.as_ref() == Some(&to))
+        .collect();
+    Some(FallbackStatus {
+        version: last.version.clone(),
+        commit: last.commit.clone(),
+        failed_boots: of.len(),
+        reason: last.reason.clone(),
+        boot_ids: of.iter().map(|r| r.boot_id.clone()).collect(),
+        fell_back_to: to,
     })
 }
 
@@ -89,6 +144,22 @@ pub fn render(s: &HostStatus) -> String {
         "update remote: {}\n",
         s.remote.as_deref().unwrap_or("(none configured)")
     );
+    if let Some(f) = &s.fallback {
+        t.push_str(&format!(
+            "fell back: release {} (commit {}) failed {} boot(s), last because: {}\n    now on release {} since {}; logs of the failed boots: {}\n",
+            f.version.as_deref().unwrap_or("?"),
+            f.commit.as_deref().unwrap_or("?"),
+            f.failed_boots,
+            f.reason,
+            f.fell_back_to.version.as_deref().unwrap_or("?"),
+            f.fell_back_to.at,
+            f.boot_ids
+                .iter()
+                .map(|b| format!("`basaltctl journal -b {b}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     for d in &s.deployments {
         let mut roles = Vec::new();
         if d.booted {
@@ -120,6 +191,16 @@ pub fn render(s: &HostStatus) -> String {
                 _ => "none on the ESP".into(),
             }
         ));
+        for r in &d.failed_boots {
+            t.push_str(&format!(
+                "    failed    boot {} at {}: {} (entry {}, {} tries left)\n",
+                r.boot_id,
+                r.at,
+                r.reason,
+                r.entry.as_deref().unwrap_or("-"),
+                r.tries_left.map_or("?".to_string(), |n| n.to_string())
+            ));
+        }
     }
     t
 }

@@ -249,3 +249,129 @@ fn tampered_delta_is_refused_and_nothing_changes() {
     assert!(err.contains("pulling basalt:"), "{err}");
     assert!(before == h.snapshot(), "a refused upgrade changed the host");
 }
+
+/// `upgrade` stages: the new deployment is the default at once, and
+/// `finalize` (what PID 1 runs at shutdown) deploys it again with /etc merged
+/// from the booted /etc as it is then, so a change made after the upgrade
+/// is kept; the boot entry follows the new deployment.
+#[test]
+fn finalize_keeps_etc_changes_made_after_the_upgrade() {
+    let h = Host::new();
+    let (r1, c1) = h.build(&V1, 1);
+    h.publish(&r1, true);
+    h.install(&c1);
+    let (r2, _) = h.build(&V2, 2);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let c2 = h.publish(&r2, true).commit;
+    let etc1 = h.deploy_dir(&c1).join("etc");
+    std::fs::write(etc1.join("early.conf"), "early\n").unwrap();
+    assert!(h.update_ok(&["upgrade"]).contains("deployed version 2.0.0"));
+    let s = h.status();
+    assert_eq!(s["staged"], 0, "{s}");
+    assert_eq!(s["deployments"][0]["commit"], c2.as_str(), "{s}");
+
+    // After the upgrade, before the reboot.
+    std::fs::write(etc1.join("late.conf"), "late\n").unwrap();
+    std::fs::write(etc1.join("early.conf"), "edited late\n").unwrap();
+    let staged_etc = h.deploy_dir(&c2).join("etc");
+    assert!(!staged_etc.join("late.conf").exists());
+
+    let out = h.update_ok(&["finalize"]);
+    assert!(out.contains("finalized"), "{out}");
+    let final_dir = h.path(&format!("sysroot/ostree/deploy/basalt/deploy/{c2}.1"));
+    let etc2 = final_dir.join("etc");
+    assert_eq!(
+        std::fs::read_to_string(etc2.join("late.conf")).unwrap(),
+        "late\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc2.join("early.conf")).unwrap(),
+        "edited late\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc2.join("motd")).unwrap(),
+        "motd two\n"
+    );
+    assert!(!h.deploy_dir(&c2).exists(), "the first staging is gone");
+    let s = h.status();
+    assert_eq!(s["staged"], serde_json::Value::Null, "{s}");
+    assert_eq!(s["deployments"][0]["commit"], c2.as_str(), "{s}");
+    assert_eq!(s["deployments"][1]["booted"], true, "{s}");
+    let entry = format!("basalt-{}-1+3.conf", &c2[..12]);
+    assert_eq!(
+        h.entries(),
+        vec!["basalt-1+3.conf".to_string(), entry.clone()]
+    );
+    let text = std::fs::read_to_string(h.path("esp/loader/entries").join(&entry)).unwrap();
+    assert!(
+        text.contains(&format!("ostree=/ostree/deploy/basalt/deploy/{c2}.1")),
+        "{text}"
+    );
+    assert!(h.update_ok(&["finalize"]).contains("nothing staged"));
+
+    // A rollback before shutdown leaves nothing to finalize.
+    let (r3, _) = h.build(
+        &Release {
+            version: "3.0.0",
+            initramfs: "initramfs two",
+            motd: "motd three\n",
+        },
+        3,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    h.publish(&r3, true);
+    assert!(h.update_ok(&["upgrade"]).contains("deployed version 3.0.0"));
+    h.update_ok(&["rollback"]);
+    assert!(h.update_ok(&["finalize"]).contains("nothing staged"));
+    assert_eq!(h.status()["deployments"][0]["commit"], c1.as_str());
+}
+
+/// After a fallback, `status` names the failed release, its boots and why,
+/// from PID 1's records on /var (written here as PID 1 writes them).
+#[test]
+fn status_reports_failed_boots_and_the_fallback() {
+    use basalt_agent::failedboot::{save, FailedBoot, Fallback, FAILED_BOOTS_IN_VAR};
+    let h = Host::new();
+    let (r1, c1) = h.build(&V1, 1);
+    h.publish(&r1, true);
+    h.install(&c1);
+    let dir = h
+        .path("sysroot/ostree/deploy/basalt/var")
+        .join(FAILED_BOOTS_IN_VAR);
+    let to = Fallback {
+        at: 1_800_000_100,
+        boot_id: "b4".into(),
+        version: Some("1.0.0".into()),
+        commit: Some(c1.clone()),
+    };
+    for (i, left) in [2, 1, 0].into_iter().enumerate() {
+        save(
+            &dir,
+            &FailedBoot {
+                boot_id: format!("b{i}"),
+                at: 1_800_000_000 + i as u64,
+                version: Some("3.0.0".into()),
+                commit: Some("c3".into()),
+                reason: "required unit web not ready (running) after 120s".into(),
+                entry: Some(format!("basalt-c3-0+{left}-{}.conf", 3 - left)),
+                tries_left: Some(left),
+                fell_back_to: Some(to.clone()),
+            },
+        )
+        .unwrap();
+    }
+    let s = h.status();
+    let f = &s["fallback"];
+    assert_eq!(f["version"], "3.0.0", "{s}");
+    assert_eq!(f["failed_boots"], 3, "{s}");
+    assert_eq!(f["boot_ids"], serde_json::json!(["b0", "b1", "b2"]), "{s}");
+    assert_eq!(f["fell_back_to"]["commit"], c1.as_str(), "{s}");
+    assert!(f["reason"].as_str().unwrap().contains("unit web"), "{s}");
+    assert_eq!(s["deployments"][0]["failed_boots"], serde_json::json!([]));
+    let text = h.update_ok(&["status"]);
+    assert!(
+        text.contains("fell back: release 3.0.0 (commit c3) failed 3 boot(s), last because: required unit web")
+            && text.contains("`basaltctl journal -b b2`"),
+        "{text}"
+    );
+}

@@ -208,6 +208,8 @@ impl Host {
             .arg(self.path("esp"))
             .arg("--booted-file")
             .arg(self.path("booted"))
+            .arg("--staged-file")
+            .arg(self.path("staged"))
             .args(args))
     }
 
