@@ -72,20 +72,33 @@ impl Mmap {
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
-    /// Drop the mapping's pages from this process's resident set without
-    /// unmapping it (`MADV_DONTNEED`). For a shared file mapping nothing is
-    /// lost: written pages stay in the page cache (dirty until written
+    /// Drop the pages of `len` bytes at `offset` (page-aligned, as the
+    /// writer's chunks are) from this process's resident set without
+    /// unmapping them (`MADV_DONTNEED`). For a shared file mapping nothing
+    /// is lost: written pages stay in the page cache (dirty until written
     /// back), and the next access maps them again.
-    pub fn release(&self) -> std::io::Result<()> {
-        if self.len == 0 {
+    pub fn release(&self, range: (u64, u64)) -> std::io::Result<()> {
+        self.advise(range, libc::MADV_DONTNEED)
+    }
+
+    fn advise(&self, (offset, len): (u64, u64), advice: libc::c_int) -> std::io::Result<()> {
+        if len == 0 || offset + len > self.len as u64 {
             return Ok(());
         }
-        // SAFETY: the range is exactly the mapping, which stays valid.
-        let rc = unsafe { libc::madvise(self.ptr.cast(), self.len, libc::MADV_DONTNEED) };
+        // SAFETY: the range lies inside the mapping, which stays valid.
+        let rc =
+            unsafe { libc::madvise(self.ptr.add(offset as usize).cast(), len as usize, advice) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Map the pages of `len` bytes at `offset` (page-aligned) writable
+    /// now, as a write to each would (`MADV_POPULATE_WRITE`), reading any
+    /// not in the page cache; no other page is mapped.
+    pub fn populate_write(&self, (offset, len): (u64, u64)) -> std::io::Result<()> {
+        self.advise((offset, len), libc::MADV_POPULATE_WRITE)
     }
 
     /// Flush the mapped pages to the file (`msync`).

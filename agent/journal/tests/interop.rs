@@ -306,3 +306,95 @@ fn unit_matches_expand_like_journalctl() {
     );
     assert_eq!(same_export(&file, &["-u", "a.service", "_PID=1"]), 1);
 }
+
+/// Container log lines arrive on the native socket with the fields Docker's
+/// and Podman's journald log drivers send (`CONTAINER_ID`, `CONTAINER_NAME`,
+/// `IMAGE_NAME`, ...): the parser keeps them, drops a forged trusted field,
+/// and both tools select them by container and image the same way.
+#[test]
+fn container_log_fields_from_the_native_protocol() {
+    if !have_journalctl() {
+        eprintln!("skipped: no journalctl");
+        return;
+    }
+    use basalt_journal::ingest::trusted::{trusted_fields, Credentials, HostIdentity, Origin};
+    use basalt_journal::ingest::{as_refs, native};
+    use basalt_journal::{Id128, Journal, JournalConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(JournalConfig::new(
+        dir.path(),
+        Id128([5; 16]),
+        Id128([6; 16]),
+    ))
+    .unwrap();
+    let host = HostIdentity {
+        boot_id: Id128([6; 16]),
+        machine_id: Id128([5; 16]),
+        hostname: "basalt".into(),
+    };
+    let containers = [
+        ("3f4e5d6c7b8a", "web", "docker.io/library/nginx:1.25"),
+        ("9a8b7c6d5e4f", "db", "docker.io/library/postgres:16"),
+    ];
+    for i in 0..30 {
+        let (id, name, image) = containers[i % 2];
+        let full = format!("{id}{}", "0".repeat(52));
+        let message = format!("{name} line {i}");
+        let datagram = native::encode(&[
+            ("MESSAGE", message.as_bytes()),
+            ("PRIORITY", if i % 5 == 0 { b"3" } else { b"6" }),
+            ("CONTAINER_ID", id.as_bytes()),
+            ("CONTAINER_ID_FULL", full.as_bytes()),
+            ("CONTAINER_NAME", name.as_bytes()),
+            ("CONTAINER_TAG", id.as_bytes()),
+            ("IMAGE_NAME", image.as_bytes()),
+            ("SYSLOG_IDENTIFIER", id.as_bytes()),
+            // A sender cannot set a trusted field.
+            ("_PID", b"1"),
+        ]);
+        let mut fields = native::parse(&datagram).unwrap();
+        assert!(!fields.iter().any(|(k, _)| k == "_PID"), "forged _PID kept");
+        fields.extend(trusted_fields(
+            std::path::Path::new("/nonexistent"),
+            &host,
+            &Origin {
+                transport: "journal",
+                credentials: Some(Credentials {
+                    pid: 4321,
+                    uid: 0,
+                    gid: 0,
+                }),
+                unit: Some("engine.service"),
+                unit_of_cgroup: None,
+            },
+        ));
+        journal.append(&as_refs(&fields)).unwrap();
+    }
+    journal.close().unwrap();
+    let location = format!("--directory={}", dir.path().display());
+    assert_eq!(same_export(&location, &[]), 30);
+    assert_eq!(same_export(&location, &["CONTAINER_NAME=web"]), 15);
+    assert_eq!(
+        same_export(&location, &["IMAGE_NAME=docker.io/library/postgres:16"]),
+        15
+    );
+    assert_eq!(
+        same_export(
+            &location,
+            &["CONTAINER_NAME=web", "CONTAINER_NAME=db", "-p", "err"]
+        ),
+        6
+    );
+    assert_eq!(
+        same_export(&location, &["CONTAINER_ID=9a8b7c6d5e4f", "_PID=4321"]),
+        15
+    );
+    assert_eq!(same_export(&location, &["-t", "3f4e5d6c7b8a"]), 15);
+    same_json(&location, &["CONTAINER_NAME=db"]);
+    let json = basalt(&[&location, "-o", "json", "-n", "1", "CONTAINER_NAME=web"]);
+    let entry: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(entry["CONTAINER_NAME"], "web");
+    assert_eq!(entry["IMAGE_NAME"], "docker.io/library/nginx:1.25");
+    assert_eq!(entry["_PID"], "4321");
+    assert_eq!(entry["_SYSTEMD_UNIT"], "engine.service");
+}

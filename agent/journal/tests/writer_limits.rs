@@ -102,3 +102,51 @@ fn writer_resident_memory_stays_bounded() {
     assert_eq!(entries(dir.path()), 30_000);
     verify(dir.path());
 }
+
+/// A value larger than the writer's chunks is written and compared around
+/// the mapping: three 1 MiB values (two the same) leave little of the file
+/// resident, are stored once each, and read back whole.
+const BLOB_LEN: u32 = 1 << 20;
+#[test]
+fn large_values_go_around_the_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = JournalConfig::new(dir.path(), Id128([3; 16]), Id128([7; 16]));
+    config.compact = true;
+    let mut journal = Journal::open(config).unwrap();
+    let path = dir.path().join("system.journal");
+    let blob = |seed: u8| -> Vec<u8> { (0..BLOB_LEN).map(|i| (i as u8) ^ seed).collect() };
+    let (a, b) = (blob(1), blob(2));
+    for (i, value) in [&a, &b, &a].into_iter().enumerate() {
+        let message = format!("blob {i}");
+        journal
+            .append_at(
+                &ts(i as u64),
+                &[("MESSAGE", message.as_bytes()), ("BLOB", value)],
+            )
+            .unwrap();
+    }
+    let resident = mapped_rss(&path);
+    eprintln!(
+        "resident of the mapping after 3 MiB of values: {} KiB",
+        resident / 1024
+    );
+    assert!(resident < 512 << 10, "{} KiB resident", resident / 1024);
+    journal.close().unwrap();
+    let file = JournalFile::open(&path).unwrap();
+    // Three messages, two distinct blobs and the boot id the journal adds.
+    let bytes = std::fs::read(&path).unwrap();
+    let at = basalt_journal::format::header::N_DATA as usize;
+    let n_data = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    assert_eq!(n_data, 6);
+    assert_eq!(file.header.n_entries, 3);
+    verify(dir.path());
+    let export = common::basalt(&[&format!("--file={}", path.display()), "-o", "export"]);
+    let mut expected = b"BLOB\n".to_vec();
+    expected.extend_from_slice(&(1u64 << 20).to_le_bytes());
+    expected.extend_from_slice(&a);
+    let found = export
+        .windows(expected.len())
+        .filter(|w| *w == &expected[..])
+        .count();
+    assert_eq!(found, 2, "the first blob, read back whole, twice");
+}

@@ -18,7 +18,7 @@ use basalt_journal::{Id128, Journal, JournalConfig};
 use super::{handover, storage, stream};
 use super::{DEV_LOG, NATIVE_SOCKET, STDOUT_SOCKET, SYSLOG_SOCKET};
 use crate::console;
-use crate::service::cgroup::unit_of_pid;
+use crate::service::cgroup::unit_of_cgroup_path;
 use crate::sys::creddgram::CredDatagramSocket;
 
 /// Entries are synced to disk at least this often (crit and worse at once).
@@ -305,6 +305,7 @@ impl Daemon {
                         transport: "kernel",
                         credentials: None,
                         unit: None,
+                        unit_of_cgroup: None,
                     };
                     fields.extend(trusted_fields(Path::new("/proc"), &self.host, &origin));
                     self.write(&fields);
@@ -377,10 +378,7 @@ impl Daemon {
 
     /// A message from a sender: its unit comes from its cgroup.
     fn store(&mut self, fields: Fields, creds: Option<Credentials>, transport: &str) {
-        let unit = creds
-            .and_then(|c| unit_of_pid(c.pid))
-            .map(|u| format!("{u}.service"));
-        self.store_from(fields, creds, unit, transport);
+        self.store_from(fields, creds, None, transport);
     }
 
     /// Add trusted fields, apply the rate limit and write.
@@ -395,9 +393,16 @@ impl Daemon {
             transport,
             credentials,
             unit: unit.as_deref(),
+            unit_of_cgroup: Some(|path| unit_of_cgroup_path(path).map(|u| format!("{u}.service"))),
         };
-        fields.extend(trusted_fields(Path::new("/proc"), &self.host, &origin));
-        let source = unit.unwrap_or_else(|| format!("pid {}", credentials.map_or(0, |c| c.pid)));
+        let trusted = trusted_fields(Path::new("/proc"), &self.host, &origin);
+        // The unit from the supervisor, or the one read from the cgroup.
+        let source = trusted
+            .iter()
+            .find(|(name, _)| name == "_SYSTEMD_UNIT")
+            .map(|(_, unit)| String::from_utf8_lossy(unit).into_owned())
+            .unwrap_or_else(|| format!("pid {}", credentials.map_or(0, |c| c.pid)));
+        fields.extend(trusted);
         match self.limiter.check(&source, monotonic_now()) {
             Verdict::Drop => return,
             Verdict::AcceptAfterSuppressed(n) => {
@@ -425,6 +430,7 @@ impl Daemon {
             transport: "driver",
             credentials: Some(me),
             unit: None,
+            unit_of_cgroup: None,
         };
         fields.extend(trusted_fields(Path::new("/proc"), &self.host, &origin));
         self.write(&fields);

@@ -134,7 +134,12 @@ impl CgroupTree {
 pub fn unit_of_cgroup_text(text: &str) -> Option<String> {
     text.lines()
         .find_map(|line| line.strip_prefix("0::"))
-        .and_then(|path| path.strip_prefix(&format!("/{SLICE}/")))
+        .and_then(unit_of_cgroup_path)
+}
+
+/// The unit of a cgroup v2 path (`/basalt.slice/<unit>.service[/...]`).
+pub fn unit_of_cgroup_path(path: &str) -> Option<String> {
+    path.strip_prefix(&format!("/{SLICE}/"))
         .and_then(|rest| rest.split('/').next())
         .and_then(|name| name.strip_suffix(".service"))
         .map(str::to_string)

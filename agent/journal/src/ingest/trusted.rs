@@ -40,6 +40,9 @@ pub struct Origin<'a> {
     pub credentials: Option<Credentials>,
     /// The unit the supervisor knows the sender's pid (or stream) belongs to.
     pub unit: Option<&'a str>,
+    /// Otherwise, how to name the unit from the sender's cgroup path (the
+    /// `0::` line of `/proc/<pid>/cgroup`, read once for both fields).
+    pub unit_of_cgroup: Option<fn(&str) -> Option<String>>,
 }
 
 /// Build the trusted fields for a message from `origin`. `proc_root` is
@@ -73,6 +76,11 @@ pub fn trusted_fields(proc_root: &Path, host: &HostIdentity, origin: &Origin) ->
         if let Ok(cgroup) = std::fs::read_to_string(dir.join("cgroup")) {
             if let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) {
                 add("_SYSTEMD_CGROUP", path.as_bytes().to_vec());
+                if origin.unit.is_none() {
+                    if let Some(unit) = origin.unit_of_cgroup.and_then(|f| f(path)) {
+                        add("_SYSTEMD_UNIT", unit.into_bytes());
+                    }
+                }
             }
         }
     }
@@ -119,6 +127,7 @@ mod tests {
                 gid: 0,
             }),
             unit: Some("sshd.service"),
+            unit_of_cgroup: None,
         };
         let fields = trusted_fields(proc_root.path(), &host, &origin);
         let get = |n: &str| {
@@ -151,9 +160,28 @@ mod tests {
                 gid: 1000,
             }),
             unit: None,
+            unit_of_cgroup: Some(|_| panic!("no cgroup to read")),
         };
         let fields = trusted_fields(proc_root.path(), &host, &gone);
         assert!(fields.iter().any(|(k, v)| k == "_UID" && v == b"1000"));
         assert!(!fields.iter().any(|(k, _)| k == "_COMM"));
+        // No unit from the supervisor: it comes from the cgroup read above.
+        let by_cgroup = Origin {
+            transport: "journal",
+            unit: None,
+            unit_of_cgroup: Some(|path| {
+                path.strip_prefix("/basalt.slice/")
+                    .and_then(|u| u.strip_suffix(".service"))
+                    .map(|u| format!("{u}.service"))
+            }),
+            ..origin
+        };
+        let fields = trusted_fields(proc_root.path(), &host, &by_cgroup);
+        let units: Vec<_> = fields
+            .iter()
+            .filter(|(k, _)| k == "_SYSTEMD_UNIT")
+            .collect();
+        assert_eq!(units.len(), 1);
+        assert_eq!(units[0].1, b"sshd.service");
     }
 }

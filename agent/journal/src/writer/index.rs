@@ -29,7 +29,16 @@ impl FileWriter {
         if size != payload_at + payload.len() as u64 {
             return false;
         }
-        self.bytes(object + payload_at, payload.len()) == payload
+        if payload.len() as u64 <= super::resident::CHUNK {
+            return self.bytes(object + payload_at, payload.len()) == payload;
+        }
+        // A large payload is compared around the mapping, a piece at a time.
+        let mut stored = vec![0; super::resident::CHUNK as usize];
+        payload.chunks(stored.len()).enumerate().all(|(i, piece)| {
+            let at = object + payload_at + (i * stored.len()) as u64;
+            let stored = &mut stored[..piece.len()];
+            self.read_at(at, stored).is_ok() && stored == piece
+        })
     }
 
     /// Find a data or field object with this payload through its hash table.
@@ -70,7 +79,7 @@ impl FileWriter {
         }
         let p = self.append_object(ObjectType::Field, field::PAYLOAD + name.len() as u64)?;
         self.set64(p + field::HASH, hash);
-        self.write_bytes(p + field::PAYLOAD, name);
+        self.write_payload(p + field::PAYLOAD, name)?;
         self.bump(h::N_FIELDS);
         self.publish(p);
         self.link_hash(self.field_table, self.field_buckets, hash, p);
@@ -98,7 +107,7 @@ impl FileWriter {
         }
         let p = self.append_object(ObjectType::Data, at + payload.len() as u64)?;
         self.set64(p + data::HASH, hash);
-        self.write_bytes(p + at, payload);
+        self.write_payload(p + at, payload)?;
         self.bump(h::N_DATA);
         self.publish(p);
         self.link_hash_unmapped(hash, tail, p)?;

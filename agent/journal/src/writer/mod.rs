@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_error, JournalError, Result};
@@ -98,8 +99,8 @@ impl FileWriter {
         let mut writer = Self {
             path: path.to_path_buf(),
             file,
+            resident: Resident::new(&Mmap::empty()),
             map: Mmap::empty(),
-            resident: Resident::new(0),
             end: format::HEADER_SIZE,
             max_size,
             keyed: params.keyed_hash,
@@ -174,10 +175,12 @@ impl FileWriter {
         if end > len || tail < header.header_size {
             return Err(refuse("the tail object lies outside the file"));
         }
+        // Start with nothing resident: the chunks read above are not counted.
+        let _ = map.release((0, map.len() as u64));
         let mut writer = Self {
             path: path.to_path_buf(),
             file,
-            resident: Resident::new(len),
+            resident: Resident::new(&map),
             map,
             end,
             max_size: max_size.min(u64::from(u32::MAX)),
@@ -218,7 +221,7 @@ impl FileWriter {
         &mut self.map.as_mut_slice()[at..at + len]
     }
 
-    /// How many times the writer dropped its resident pages.
+    /// How many times the writer dropped a chunk of its resident pages.
     pub fn resident_releases(&self) -> u64 {
         self.resident.releases()
     }
@@ -316,7 +319,7 @@ impl FileWriter {
             return Err(io_error(&self.path)(std::io::Error::from_raw_os_error(rc)));
         }
         self.map = Mmap::map(&self.file, new_len as usize, true).map_err(io_error(&self.path))?;
-        self.resident = Resident::new(new_len);
+        self.resident = Resident::new(&self.map);
         self.set64(h::ARENA_SIZE, new_len - format::HEADER_SIZE);
         Ok(())
     }
@@ -352,6 +355,19 @@ impl FileWriter {
 
     fn write_bytes(&mut self, offset: u64, bytes: &[u8]) {
         self.bytes_mut(offset, bytes.len()).copy_from_slice(bytes);
+    }
+
+    /// Write a field or data payload. One larger than a chunk goes around
+    /// the mapping (`pwrite` into the same page cache), so a 64 MiB field
+    /// does not make 64 MiB of the file resident.
+    fn write_payload(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        if bytes.len() as u64 <= resident::CHUNK {
+            self.write_bytes(offset, bytes);
+            return Ok(());
+        }
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(io_error(&self.path))
     }
 
     /// Append one entry with sequence number `seqnum`. Fields must be valid

@@ -1,111 +1,116 @@
 //! A bound on the writer's resident memory.
 //!
 //! The writer maps its whole file, but appending touches pages all over
-//! it: hash buckets picked by hash, the objects on their chains, the entry
-//! arrays of popular data objects. Left alone, every page touched since
-//! the last remap stays in the process's resident set, which grows with
-//! the file. journald bounds this by mapping 8 MiB windows and unmapping
-//! old ones; with lookups scattered over a large file that costs an
-//! `mmap`/`munmap` pair per miss. Here the mapping stays, and once it may
-//! hold more than [`RESIDENT_MAX`] bytes, all its pages are dropped from
-//! the resident set at once with `MADV_DONTNEED`. Their contents stay in
-//! the page cache, so the next access only maps the page again.
+//! it: the objects at the tail, the header, the data objects of popular
+//! values and the entry arrays their entries go to. Left alone, every page
+//! touched since the last remap stays in the process's resident set, which
+//! grows with the file. (The data hash table, hit at random, is not
+//! accessed through the mapping at all; see `FileWriter::data_object`.)
 //!
-//! Counting pages touched is not enough: a read fault on a file mapping
-//! also maps the cached pages around it (fault-around, 16 pages by
-//! default). So pages not touched before are counted (one bit each), and
-//! every [`CHECK_EVERY`] of them the process's resident file pages
-//! (`/proc/self/statm`) are compared with what they were right after the
-//! last drop. The data hash table and its chains, which lookups hit at
-//! random, are not accessed through the mapping at all (see
-//! `FileWriter::data_object`).
+//! So the mapping is cut into [`CHUNK`]-sized pieces, and at most
+//! [`SLOTS`] of them may be resident. An access to a chunk that is not
+//! takes a slot; when none is free, the CLOCK algorithm picks a chunk not
+//! touched since the hand last passed it and drops its pages with
+//! `MADV_DONTNEED`. Their contents stay in the page cache (dirty until
+//! written back), so nothing is lost. The chunk let in is mapped at once
+//! with `MADV_POPULATE_WRITE`: a read fault would map the cached pages of
+//! the 64 KiB around it too (the kernel's fault-around), making a chunk
+//! count for up to 16 pages, and a write after it would fault again.
+//! The hot chunks (header, popular data objects, the tails of the entry
+//! arrays being filled: about 180 in the benchmark's 20 units) stay, and
+//! the tail moving on leaves cold chunks behind for eviction. Bookkeeping
+//! costs an array lookup per access and two syscalls per chunk let in.
 
 use std::cell::Cell;
 
 use crate::mmap::Mmap;
 
+const CHUNK_SHIFT: u32 = 14;
+pub const CHUNK: u64 = 1 << CHUNK_SHIFT;
+/// Chunks that may be resident at once.
+const SLOTS: usize = 512;
 /// The most bytes of its file the writer keeps mapped in.
-pub const RESIDENT_MAX: u64 = 8 << 20;
-/// Drop the pages once the mapping has grown by this much: room for the
-/// folios faulted in between two checks.
-const RELEASE_AT: u64 = 6 << 20;
-/// Newly touched pages between two checks. Fault-around can map up to 16
-/// times as much; checking more often bounds memory tighter but costs
-/// ingest speed (16: 10 MB peak, 9x slower bulk ingest on 1M entries).
-const CHECK_EVERY: u64 = 128;
-const PAGE_SHIFT: u32 = 12;
+pub const RESIDENT_MAX: u64 = SLOTS as u64 * CHUNK;
+const NO_CHUNK: u32 = u32::MAX;
 
-/// Which pages of the mapping were touched since the last check or drop.
+/// Which chunks of one mapping are resident.
 pub(super) struct Resident {
-    pages: Vec<Cell<u64>>,
-    /// Pages newly touched since the last check.
-    count: Cell<u64>,
-    /// Resident file-backed bytes of the process right after the mapping
-    /// was made or its pages dropped.
-    baseline: Cell<u64>,
-    /// Times the pages were dropped.
+    /// Per chunk of the mapping: its slot + 1, or 0 if not resident.
+    slot_of: Vec<Cell<u16>>,
+    /// Per slot: the chunk in it, or [`NO_CHUNK`].
+    chunks: Vec<Cell<u32>>,
+    /// Per slot: touched since the clock hand last passed.
+    referenced: Vec<Cell<bool>>,
+    hand: Cell<usize>,
+    /// Chunks dropped from the resident set.
     releases: Cell<u64>,
 }
 
 impl Resident {
-    /// For a mapping of `len` bytes with nothing resident yet.
-    pub(super) fn new(len: u64) -> Self {
-        let pages = (len >> PAGE_SHIFT) + 1;
+    /// For `map`, with nothing resident yet.
+    pub(super) fn new(map: &Mmap) -> Self {
+        let n = (map.len() as u64).div_ceil(CHUNK);
         Self {
-            pages: (0..pages.div_ceil(64)).map(|_| Cell::new(0)).collect(),
-            count: Cell::new(0),
-            baseline: Cell::new(resident_file_bytes()),
+            slot_of: (0..n).map(|_| Cell::new(0)).collect(),
+            chunks: (0..SLOTS).map(|_| Cell::new(NO_CHUNK)).collect(),
+            referenced: (0..SLOTS).map(|_| Cell::new(false)).collect(),
+            hand: Cell::new(0),
             releases: Cell::new(0),
         }
     }
 
-    /// Note an access to `len` bytes at `at` of `map`, first dropping the
-    /// resident pages if they have grown past the limit.
+    /// Note an access to `len` bytes at `at` of `map`, first making room
+    /// for the chunks it touches that are not resident.
+    #[inline]
     pub(super) fn touch(&self, map: &Mmap, at: u64, len: u64) {
-        let first = at >> PAGE_SHIFT;
-        let last = (at + len.max(1) - 1) >> PAGE_SHIFT;
-        for page in first..=last {
-            if let Some(word) = self.pages.get((page / 64) as usize) {
-                let bit = 1 << (page % 64);
-                if word.get() & bit == 0 {
-                    word.set(word.get() | bit);
-                    self.count.set(self.count.get() + 1);
-                }
+        let first = at >> CHUNK_SHIFT;
+        let last = (at + len.max(1) - 1) >> CHUNK_SHIFT;
+        for chunk in first..=last {
+            let Some(slot) = self.slot_of.get(chunk as usize) else {
+                return;
+            };
+            match slot.get() {
+                0 => self.admit(map, chunk),
+                s => self.referenced[usize::from(s) - 1].set(true),
             }
-        }
-        if self.count.get() < CHECK_EVERY {
-            return;
-        }
-        self.count.set(0);
-        self.pages.iter().for_each(|w| w.set(0));
-        let now = resident_file_bytes();
-        if now.saturating_sub(self.baseline.get()) > RELEASE_AT {
-            // Failing to drop them only costs memory.
-            let _ = map.release();
-            self.releases.set(self.releases.get() + 1);
-            self.baseline.set(resident_file_bytes());
-        } else if now < self.baseline.get() {
-            // Other mappings of the process shrank.
-            self.baseline.set(now);
         }
     }
 
-    /// How many times the pages were dropped.
+    /// Give `chunk` a slot, evicting the first chunk the hand finds not
+    /// referenced since it last passed.
+    #[cold]
+    fn admit(&self, map: &Mmap, chunk: u64) {
+        loop {
+            let slot = self.hand.get();
+            self.hand.set((slot + 1) % SLOTS);
+            if self.referenced[slot].get() {
+                self.referenced[slot].set(false);
+                continue;
+            }
+            let old = self.chunks[slot].get();
+            if old != NO_CHUNK {
+                self.slot_of[old as usize].set(0);
+                // Failing to drop them only costs memory.
+                let _ = map.release(self.chunk_range(map, u64::from(old)));
+                self.releases.set(self.releases.get() + 1);
+            }
+            self.chunks[slot].set(chunk as u32);
+            self.slot_of[chunk as usize].set(slot as u16 + 1);
+            self.referenced[slot].set(true);
+            // Without it (before Linux 5.14) faults map the pages.
+            let _ = map.populate_write(self.chunk_range(map, chunk));
+            return;
+        }
+    }
+
+    /// The bytes of `map` (offset, length) in chunk `chunk`.
+    fn chunk_range(&self, map: &Mmap, chunk: u64) -> (u64, u64) {
+        let begin = chunk << CHUNK_SHIFT;
+        (begin, CHUNK.min(map.len() as u64 - begin))
+    }
+
+    /// How many times a chunk was dropped.
     pub(super) fn releases(&self) -> u64 {
         self.releases.get()
     }
-}
-
-/// The process's resident file-backed and shared pages, in bytes (the
-/// third field of `/proc/self/statm`); 0 if unknown, which never drops.
-fn resident_file_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
-        return 0;
-    };
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(2)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    pages << PAGE_SHIFT
 }
