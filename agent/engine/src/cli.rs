@@ -56,6 +56,15 @@ enum Command {
     Gc,
     /// Run a command in a new container in the foreground; exits with its status.
     Run(RunArgs),
+    /// Serve the Docker Engine API on a unix socket (see ENGINE.md).
+    Daemon {
+        /// The API socket (root only, mode 0660).
+        #[arg(long, env = "BASALT_ENGINE_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// The per-container monitor; the engine starts it, not users.
+    #[command(hide = true)]
+    Monitor { id: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -220,6 +229,14 @@ pub fn run() -> anyhow::Result<i32> {
             println!("removed {} blobs, {} layers", r.blobs.len(), r.layers.len());
         }
         Command::Run(args) => return run_container(&store, args),
+        Command::Daemon { socket } => {
+            return crate::daemon::run(crate::daemon::DaemonOpts {
+                root: cli.root.clone(),
+                socket: socket.clone(),
+                registry: registry_client(&cli)?,
+            })
+        }
+        Command::Monitor { id } => return crate::monitor::run(&cli.root, id),
     }
     Ok(0)
 }
