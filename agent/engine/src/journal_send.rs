@@ -37,6 +37,8 @@ impl JournalSender {
             return None;
         }
         let sock = UnixDatagram::unbound().ok()?;
+        // A journal that does not keep up loses lines; it never stalls the container.
+        sock.set_nonblocking(true).ok()?;
         let mut common = Vec::new();
         for (k, v) in fields {
             push_field(&mut common, k, v.as_bytes());

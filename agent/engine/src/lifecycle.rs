@@ -355,14 +355,14 @@ impl Containers {
             if !daemon_start && now_ns() < s.finished_ns + delay.as_nanos() as u64 {
                 continue;
             }
-            let _ = self.store.update_container(&rec.id, |r| {
-                r.state.restart_count += 1;
-                if daemon_start {
-                    r.state.stopped_by_user = false;
-                }
-            });
+            // Counted once it runs, so "exited" with the final count is a stable state.
             match self.start_locked(&rec.id) {
-                Ok(_) => tracing::info!(id = rec.id, policy = p.name, "restarted"),
+                Ok(_) => {
+                    let _ = self
+                        .store
+                        .update_container(&rec.id, |r| r.state.restart_count += 1);
+                    tracing::info!(id = rec.id, policy = p.name, "restarted")
+                }
                 Err(e) => tracing::warn!(id = rec.id, error = %e, "restarting"),
             }
         }

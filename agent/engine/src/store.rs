@@ -55,7 +55,7 @@ pub enum StoreError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("no such image: {0}")]
+    #[error("No such image: {0}")]
     NoSuchImage(String),
     #[error(
         "conflict: unable to delete {0} (must be forced) - image is being used by a container"

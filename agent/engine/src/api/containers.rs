@@ -48,13 +48,7 @@ pub fn hijack(req: &mut Request<Incoming>, rx: mpsc::Receiver<Bytes>) -> ApiResu
     let wants_upgrade = req.headers().contains_key(hyper::header::UPGRADE);
     let content_type = "application/vnd.docker.multiplexed-stream";
     if !wants_upgrade {
-        let (tx, body) = channel_body();
-        tokio::spawn(forward(rx, tx));
-        return Ok(Response::builder()
-            .status(StatusCode::OK)
-            .header("Content-Type", content_type)
-            .body(body)
-            .unwrap_or_default());
+        return Ok(stream_response(rx));
     }
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
@@ -81,6 +75,17 @@ pub fn hijack(req: &mut Request<Incoming>, rx: mpsc::Receiver<Bytes>) -> ApiResu
         .header(hyper::header::UPGRADE, "tcp")
         .body(super::full(Bytes::new()))
         .unwrap_or_default())
+}
+
+/// A multiplexed stream as a plain (chunked) 200 response.
+pub fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+    let (tx, body) = channel_body();
+    tokio::spawn(forward(rx, tx));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "application/vnd.docker.multiplexed-stream")
+        .body(body)
+        .unwrap_or_default()
 }
 
 async fn forward(mut rx: mpsc::Receiver<Bytes>, tx: mpsc::Sender<Bytes>) {

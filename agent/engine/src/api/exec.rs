@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::containers::{frame, hijack};
+use super::containers::{frame, hijack, stream_response};
 use super::{blocking, body_json, empty, json_response, ApiError, ApiResult, Daemon};
 use crate::container::Crun;
 use crate::logfile::Stream;
@@ -151,10 +151,10 @@ pub async fn start(d: Arc<Daemon>, id: &str, mut req: Request<Incoming>) -> ApiR
     // The body ({"Detach": .., "Tty": ..}) is read before the connection is taken over.
     let on_upgrade_ok = req.headers().contains_key(hyper::header::UPGRADE);
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let resp = if on_upgrade_ok {
-        Some(hijack(&mut req, rx)?)
+    let (resp, rx) = if on_upgrade_ok {
+        (Some(hijack(&mut req, rx)?), None)
     } else {
-        None
+        (None, Some(rx))
     };
     let body = body_json(req).await?;
     let detach = body["Detach"].as_bool().unwrap_or(false);
@@ -231,12 +231,12 @@ pub async fn start(d: Arc<Daemon>, id: &str, mut req: Request<Incoming>) -> ApiR
         drop(tx1);
         drop(tx2);
     });
-    match resp {
-        Some(r) => Ok(r),
-        None if detach => empty(StatusCode::OK),
-        None => Err(ApiError::bad(
-            "exec start without Detach needs an upgraded (hijacked) connection",
-        )),
+    match (resp, rx) {
+        (Some(r), _) => Ok(r),
+        (None, _) if detach => empty(StatusCode::OK),
+        // Not upgraded: the same stream as a plain streaming response.
+        (None, Some(rx)) => Ok(stream_response(rx)),
+        (None, None) => empty(StatusCode::OK),
     }
 }
 
