@@ -15,8 +15,10 @@ use crate::registry::RegistryClient;
 use crate::store::Store;
 use crate::volumes::Volumes;
 
-/// How often exits are checked against restart policies and `--rm`.
-const RECONCILE_EVERY: Duration = Duration::from_millis(200);
+/// How often the records file is checked for changes (a monitor recording an
+/// exit), and how often restart policies are looked at regardless (backoff timers).
+const RECORDS_POLL: Duration = Duration::from_millis(25);
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 pub struct DaemonOpts {
     pub root: PathBuf,
@@ -49,11 +51,22 @@ pub fn run(opts: DaemonOpts) -> anyhow::Result<i32> {
         // Containers whose policy starts them with the engine, and exits missed
         // while no daemon ran, first; then the same rules on every exit.
         let c = containers.clone();
+        let records = opts.root.join("containers.json");
         tokio::task::spawn_blocking(move || {
             c.reconcile(true);
+            let stamp = || {
+                std::fs::metadata(&records)
+                    .and_then(|m| m.modified().map(|t| (t, m.len())))
+                    .ok()
+            };
+            let (mut last, mut at) = (stamp(), std::time::Instant::now());
             loop {
-                std::thread::sleep(RECONCILE_EVERY);
-                c.reconcile(false);
+                std::thread::sleep(RECORDS_POLL);
+                let now = stamp();
+                if now != last || at.elapsed() >= RECONCILE_EVERY {
+                    c.reconcile(false);
+                    (last, at) = (stamp(), std::time::Instant::now());
+                }
             }
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -19,7 +19,7 @@ use crate::store::{Store, StoreError};
 use crate::timefmt::now_ns;
 
 /// How often state changes made by monitors are looked for.
-pub const POLL: Duration = Duration::from_millis(50);
+pub const POLL: Duration = Duration::from_millis(25);
 /// How long a SIGKILLed container may take to be reaped.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// Restart backoff: doubles from this, up to the maximum; reset after a long run.
