@@ -23,12 +23,23 @@ pub fn push_field(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
     buf.push(b'\n');
 }
 
-/// A connection to the journal with the fields every entry of one container carries.
+/// How many lines may wait for a slow journal before new ones are dropped.
+const QUEUE: usize = 4096;
+/// A journal that does not take a datagram within this time loses it.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A connection to the journal with the fields every entry of one container
+/// carries. Entries go through a queue to a sending thread, so a journal that
+/// falls behind never stalls the container: a burst waits in the queue, and only
+/// when the queue is full are lines dropped (the log file still has them).
 pub struct JournalSender {
-    sock: UnixDatagram,
-    path: PathBuf,
+    queue: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    drained: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
     common: Vec<u8>,
 }
+
+/// How long a monitor waits at the end for queued lines to reach the journal.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl JournalSender {
     /// `None` when the journal socket does not exist (no journal on this host).
@@ -37,28 +48,48 @@ impl JournalSender {
             return None;
         }
         let sock = UnixDatagram::unbound().ok()?;
-        // A journal that does not keep up loses lines; it never stalls the container.
-        sock.set_nonblocking(true).ok()?;
+        sock.set_write_timeout(Some(SEND_TIMEOUT)).ok()?;
         let mut common = Vec::new();
         for (k, v) in fields {
             push_field(&mut common, k, v.as_bytes());
         }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE);
+        let path: PathBuf = path.into();
+        let (done_tx, drained) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for datagram in rx {
+                if let Err(e) = sock.send_to(&datagram, &path) {
+                    tracing::debug!(error = %e, "sending to the journal");
+                }
+            }
+            let _ = done_tx.send(());
+        });
         Some(Self {
-            sock,
-            path: path.into(),
+            queue: Some(tx),
+            drained: std::sync::Mutex::new(drained),
             common,
         })
     }
 
-    /// Sends one line; `priority` is syslog's (6 info for stdout, 3 err for stderr).
-    /// A journal that is gone or full loses the line; the log file still has it.
+    /// Queues one line; `priority` is syslog's (6 info for stdout, 3 err for stderr).
     pub fn send(&self, message: &[u8], priority: u8) {
         let mut buf = self.common.clone();
         let msg = &message[..message.len().min(MAX_MESSAGE)];
         push_field(&mut buf, "MESSAGE", msg);
         push_field(&mut buf, "PRIORITY", priority.to_string().as_bytes());
-        if let Err(e) = self.sock.send_to(&buf, &self.path) {
-            tracing::debug!(error = %e, "sending to the journal");
+        if let Some(q) = &self.queue {
+            let _ = q.try_send(buf);
+        }
+    }
+}
+
+impl Drop for JournalSender {
+    /// Gives what is queued a moment to reach the journal, then leaves the
+    /// sending thread behind (the monitor exits soon after).
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Ok(d) = self.drained.lock() {
+            let _ = d.recv_timeout(DRAIN_TIMEOUT);
         }
     }
 }
@@ -74,6 +105,7 @@ mod tests {
         let server = UnixDatagram::bind(&p).unwrap();
         let j = JournalSender::open(&p, &[("CONTAINER_NAME", "web")]).unwrap();
         j.send(b"two\nlines", 3);
+        drop(j);
         let mut buf = [0u8; 512];
         let n = server.recv(&mut buf).unwrap();
         let mut want = b"CONTAINER_NAME=web\nMESSAGE\n".to_vec();

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod container;
 pub mod daemon;
 pub mod digest;

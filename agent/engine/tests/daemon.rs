@@ -222,6 +222,16 @@ fn logs_reach_the_file_and_the_journal_with_container_fields() {
     let sock = UnixDatagram::bind(&journal).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
+    // The journal's side reads every entry until none comes for a while.
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        while let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    });
     let root = tmp.path().join("root");
     let d = EngineDaemon::start(
         &root,
@@ -236,15 +246,12 @@ fn logs_reach_the_file_and_the_journal_with_container_fields() {
     );
     let v = d.wait_until(&id, 20, |v| v["State"]["Status"] == "exited");
     assert_eq!(v["State"]["ExitCode"], 0);
-    let mut got = Vec::new();
-    while got.len() < 2 {
-        let mut buf = vec![0u8; 65536];
-        let n = sock.recv(&mut buf).expect("journal datagram");
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if text.contains("MESSAGE=out-line") || text.contains("MESSAGE=err-line") {
-            got.push(text);
-        }
-    }
+    let got = reader.join().unwrap();
+    assert!(
+        got.len() >= 300,
+        "{} entries reached the journal",
+        got.len()
+    );
     let out = got.iter().find(|t| t.contains("MESSAGE=out-line")).unwrap();
     for field in [
         format!("CONTAINER_ID={}\n", &id[..12]),
@@ -292,6 +299,45 @@ fn logs_reach_the_file_and_the_journal_with_container_fields() {
         line.ends_with("Z padding-line-299\n") && line.starts_with("20"),
         "{line}"
     );
+
+    // The engine's own container verbs are clients of the same API.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_basalt-engine"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        cli(&["logs", "--tail", "1", "talker"]).1,
+        "padding-line-299\n"
+    );
+    assert_eq!(cli(&["ps", "-q"]).1, "");
+    assert_eq!(cli(&["ps", "-a", "-q"]).1, format!("{}\n", &id[..12]));
+    let (code, out, _) = cli(&["ps", "-a"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Exited (0)") && out.contains("talker"),
+        "{out}"
+    );
+    assert_eq!(cli(&["start", "talker"]).0, 0);
+    let (code, _, err) = cli(&["rm", "-f", "talker", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No such container: nosuch"), "{err}");
+    assert_eq!(cli(&["ps", "-a", "-q"]).1, "", "talker was removed");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_basalt-engine"))
+        .args(["--socket", "/nonexistent/engine.sock", "ps"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/engine.sock"), "{err}");
     d.remove_all();
 }
 
