@@ -285,6 +285,10 @@ impl Store {
             return Err(RecordError::InvalidName(rec.name));
         }
         let _lock = self.lock()?;
+        // Checked under the lock: an rmi that ran since the image was resolved wins.
+        if !self.has_image(&rec.image_id)? {
+            return Err(StoreError::NoSuchImage(rec.image.clone()).into());
+        }
         let mut r = self.load_records()?;
         if let Some(other) = r.containers.values().find(|c| c.name == rec.name) {
             return Err(RecordError::NameInUse {
@@ -360,6 +364,20 @@ mod tests {
     fn names_ids_and_prefixes() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
+        let e = s.add_container(rec("abcdef00", "early")).unwrap_err();
+        assert!(e.to_string().contains("No such image"), "{e}");
+        let image = crate::store::ImageRecord {
+            id: Digest::of(b"config"),
+            manifest: Digest::of(b"manifest"),
+            manifest_media_type: String::new(),
+            config_media_type: String::new(),
+            layers: Vec::new(),
+            repo_tags: Default::default(),
+            repo_digests: Default::default(),
+            stored_at: 0,
+        };
+        s.record_image(image, &"busybox:latest".parse().unwrap())
+            .unwrap();
         s.add_container(rec("abcdef01", "web")).unwrap();
         s.add_container(rec("abcdef02", "db")).unwrap();
         assert_eq!(s.container("web").unwrap().id, "abcdef01");
@@ -382,6 +400,11 @@ mod tests {
         s.remove_container_record("abcdef01").unwrap();
         assert_eq!(s.containers().unwrap().len(), 1);
         assert!(s.images_in_use().unwrap().contains(&Digest::of(b"config")));
+        // The image a container uses is not deleted; force only untags it.
+        let e = s.rmi("busybox:latest").unwrap_err();
+        assert!(e.to_string().contains("being used by a container"), "{e}");
+        assert_eq!(s.remove_image("busybox:latest", true).unwrap(), vec![]);
+        assert!(s.has_image(&Digest::of(b"config")).unwrap());
     }
 
     #[test]

@@ -364,6 +364,11 @@ impl Store {
         self.save(&m)
     }
 
+    /// Whether image `id` is recorded. Call with the lock held, or accept a race.
+    pub(crate) fn has_image(&self, id: &Digest) -> Result<bool, StoreError> {
+        Ok(self.load()?.images.contains_key(id))
+    }
+
     /// Every image, newest first.
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         let mut v: Vec<_> = self.load()?.images.into_values().collect();
