@@ -142,8 +142,23 @@ struct RunArgs {
     #[arg(long)]
     hostname: Option<String>,
     /// Keep the container's files after it exits (they are removed by default).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "detach")]
     keep: bool,
+    /// Create and start the container through the daemon's API and print its ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Container name (with -d).
+    #[arg(long, requires = "detach")]
+    name: Option<String>,
+    /// Restart policy: no, always, on-failure[:N], unless-stopped (with -d).
+    #[arg(long, requires = "detach")]
+    restart: Option<String>,
+    /// Remove the container when it exits (with -d).
+    #[arg(long, requires = "detach")]
+    rm: bool,
+    /// Label KEY=VALUE (with -d).
+    #[arg(short, long = "label", requires = "detach")]
+    label: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -218,6 +233,40 @@ fn images(store: &Store, quiet: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `run -d`: create and start through the API, as `docker run -d` does.
+fn run_detached(socket: &std::path::Path, args: &RunArgs) -> anyhow::Result<i32> {
+    let labels: serde_json::Map<String, serde_json::Value> = args
+        .label
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), serde_json::Value::from(v))
+        })
+        .collect();
+    let body = serde_json::json!({
+        "Image": args.image,
+        "Cmd": if args.command.is_empty() { serde_json::Value::Null } else { args.command.clone().into() },
+        "Entrypoint": args.entrypoint.as_ref().map(|e| vec![e.clone()]),
+        "Env": args.env, "User": args.user, "WorkingDir": args.workdir,
+        "Hostname": args.hostname, "Labels": labels,
+        "HostConfig": {
+            "NetworkMode": args.network, "ReadonlyRootfs": args.read_only, "AutoRemove": args.rm,
+            "RestartPolicy": {"Name": args.restart.clone().unwrap_or_default()},
+        },
+    });
+    let name = args.name.as_deref().unwrap_or("");
+    let v = crate::client::call(
+        socket,
+        "POST",
+        &format!("/containers/create?name={name}"),
+        Some(&body),
+    )?;
+    let id = v["Id"].as_str().unwrap_or_default().to_string();
+    crate::client::call(socket, "POST", &format!("/containers/{id}/start"), None)?;
+    println!("{id}");
+    Ok(0)
 }
 
 fn run_container(store: &Store, args: &RunArgs) -> anyhow::Result<i32> {
@@ -341,6 +390,7 @@ pub fn run() -> anyhow::Result<i32> {
             let r = store.gc()?;
             println!("removed {} blobs, {} layers", r.blobs.len(), r.layers.len());
         }
+        Command::Run(args) if args.detach => return run_detached(&cli.socket, args),
         Command::Run(args) => return run_container(&store, args),
         Command::Daemon => {
             return crate::daemon::run(crate::daemon::DaemonOpts {

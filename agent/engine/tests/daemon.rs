@@ -318,6 +318,31 @@ fn logs_reach_the_file_and_the_journal_with_container_fields() {
         cli(&["logs", "--tail", "1", "talker"]).1,
         "padding-line-299\n"
     );
+    let (code, out, err) = cli(&[
+        "run",
+        "-d",
+        "--name",
+        "detached",
+        "--restart",
+        "on-failure:1",
+        "-l",
+        "k=v",
+        "-e",
+        "X=1",
+        &image,
+        "sh",
+        "-c",
+        "echo $X; exit 2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let detached = out.trim().to_string();
+    let v = d.wait_until(&detached, 20, |v| {
+        v["State"]["Status"] == "exited" && v["RestartCount"] == 1
+    });
+    assert_eq!(v["State"]["ExitCode"], 2);
+    assert_eq!(v["Config"]["Labels"]["k"], "v");
+    assert_eq!(cli(&["logs", "detached"]).1, "1\n1\n");
+    assert_eq!(cli(&["rm", "detached"]).0, 0);
     assert_eq!(cli(&["ps", "-q"]).1, "");
     assert_eq!(cli(&["ps", "-a", "-q"]).1, format!("{}\n", &id[..12]));
     let (code, out, _) = cli(&["ps", "-a"]);
