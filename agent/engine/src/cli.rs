@@ -29,6 +29,9 @@ pub struct Cli {
     /// Credentials in docker-config `auth.json` form.
     #[arg(long, env = "REGISTRY_AUTH_FILE", default_value = DEFAULT_AUTH_FILE, global = true)]
     auth_file: PathBuf,
+    /// The daemon's API socket (served by `daemon`, used by the container verbs).
+    #[arg(long, env = "BASALT_ENGINE_SOCKET", default_value = crate::api::DEFAULT_SOCKET, global = true)]
+    socket: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +59,66 @@ enum Command {
     Gc,
     /// Run a command in a new container in the foreground; exits with its status.
     Run(RunArgs),
+    /// Serve the Docker Engine API on `--socket` (root only, mode 0660; see ENGINE.md).
+    Daemon,
+    /// List containers (through the daemon's API).
+    Ps {
+        /// Also stopped containers.
+        #[arg(short, long)]
+        all: bool,
+        /// Print only IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Start stopped containers (through the API).
+    Start {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after the timeout (through the API).
+    Stop {
+        #[arg(short, long, default_value_t = 10)]
+        time: u32,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart containers (through the API).
+    Restart {
+        #[arg(short, long, default_value_t = 10)]
+        time: u32,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers (through the API).
+    Kill {
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers (through the API).
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Print a container's logs (through the API).
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short, long)]
+        timestamps: bool,
+        #[arg(long, default_value = "all")]
+        tail: String,
+        container: String,
+    },
+    /// Print a container's record as JSON (through the API).
+    Inspect { container: String },
+    /// The per-container monitor; the engine starts it, not users.
+    #[command(hide = true)]
+    Monitor { id: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,8 +142,23 @@ struct RunArgs {
     #[arg(long)]
     hostname: Option<String>,
     /// Keep the container's files after it exits (they are removed by default).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "detach")]
     keep: bool,
+    /// Create and start the container through the daemon's API and print its ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Container name (with -d).
+    #[arg(long, requires = "detach")]
+    name: Option<String>,
+    /// Restart policy: no, always, on-failure[:N], unless-stopped (with -d).
+    #[arg(long, requires = "detach")]
+    restart: Option<String>,
+    /// Remove the container when it exits (with -d).
+    #[arg(long, requires = "detach")]
+    rm: bool,
+    /// Label KEY=VALUE (with -d).
+    #[arg(short, long = "label", requires = "detach")]
+    label: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -157,6 +235,40 @@ fn images(store: &Store, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `run -d`: create and start through the API, as `docker run -d` does.
+fn run_detached(socket: &std::path::Path, args: &RunArgs) -> anyhow::Result<i32> {
+    let labels: serde_json::Map<String, serde_json::Value> = args
+        .label
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), serde_json::Value::from(v))
+        })
+        .collect();
+    let body = serde_json::json!({
+        "Image": args.image,
+        "Cmd": if args.command.is_empty() { serde_json::Value::Null } else { args.command.clone().into() },
+        "Entrypoint": args.entrypoint.as_ref().map(|e| vec![e.clone()]),
+        "Env": args.env, "User": args.user, "WorkingDir": args.workdir,
+        "Hostname": args.hostname, "Labels": labels,
+        "HostConfig": {
+            "NetworkMode": args.network, "ReadonlyRootfs": args.read_only, "AutoRemove": args.rm,
+            "RestartPolicy": {"Name": args.restart.clone().unwrap_or_default()},
+        },
+    });
+    let name = args.name.as_deref().unwrap_or("");
+    let v = crate::client::call(
+        socket,
+        "POST",
+        &format!("/containers/create?name={name}"),
+        Some(&body),
+    )?;
+    let id = v["Id"].as_str().unwrap_or_default().to_string();
+    crate::client::call(socket, "POST", &format!("/containers/{id}/start"), None)?;
+    println!("{id}");
+    Ok(0)
+}
+
 fn run_container(store: &Store, args: &RunArgs) -> anyhow::Result<i32> {
     let image = store.resolve(&args.image)?;
     let opts = RunOpts {
@@ -189,6 +301,65 @@ fn run_container(store: &Store, args: &RunArgs) -> anyhow::Result<i32> {
     Ok(out.status.code().unwrap_or(128))
 }
 
+/// Runs one API call per container, printing each name as Docker does; the
+/// first failure is the error (after the others were tried).
+fn each(
+    socket: &std::path::Path,
+    containers: &[String],
+    path: impl Fn(&str) -> String,
+    method: &str,
+) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    for c in containers {
+        match crate::client::call(socket, method, &path(c), None) {
+            Ok(_) => println!("{c}"),
+            Err(e) => {
+                eprintln!("basalt-engine: {c}: {e:#}");
+                failed.push(c.as_str());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn ps(socket: &std::path::Path, all: bool, quiet: bool) -> anyhow::Result<()> {
+    let list = crate::client::call(socket, "GET", &format!("/containers/json?all={all}"), None)?;
+    let mut out = std::io::stdout().lock();
+    if !quiet {
+        writeln!(
+            out,
+            "{:<14} {:<40} {:<24} {:<28} NAMES",
+            "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
+        )?;
+    }
+    for c in list.as_array().into_iter().flatten() {
+        let id = c["Id"].as_str().unwrap_or("");
+        let id = &id[..id.len().min(12)];
+        if quiet {
+            writeln!(out, "{id}")?;
+            continue;
+        }
+        let mut cmd: String = c["Command"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(22)
+            .collect();
+        cmd = format!("\"{cmd}\"");
+        writeln!(
+            out,
+            "{id:<14} {:<40} {cmd:<24} {:<28} {}",
+            c["Image"].as_str().unwrap_or(""),
+            c["Status"].as_str().unwrap_or(""),
+            c["Names"][0].as_str().unwrap_or("").trim_start_matches('/')
+        )?;
+    }
+    Ok(())
+}
+
 /// Parses the command line and runs the verb; returns the process exit code.
 pub fn run() -> anyhow::Result<i32> {
     tracing_subscriber::fmt()
@@ -219,7 +390,67 @@ pub fn run() -> anyhow::Result<i32> {
             let r = store.gc()?;
             println!("removed {} blobs, {} layers", r.blobs.len(), r.layers.len());
         }
+        Command::Run(args) if args.detach => return run_detached(&cli.socket, args),
         Command::Run(args) => return run_container(&store, args),
+        Command::Daemon => {
+            return crate::daemon::run(crate::daemon::DaemonOpts {
+                root: cli.root.clone(),
+                socket: cli.socket.clone(),
+                registry: registry_client(&cli)?,
+            })
+        }
+        Command::Ps { all, quiet } => ps(&cli.socket, *all, *quiet)?,
+        Command::Start { containers } => {
+            each(&cli.socket, containers, |c| format!("/containers/{c}/start"), "POST")?
+        }
+        Command::Stop { time, containers } => each(
+            &cli.socket,
+            containers,
+            |c| format!("/containers/{c}/stop?t={time}"),
+            "POST",
+        )?,
+        Command::Restart { time, containers } => each(
+            &cli.socket,
+            containers,
+            |c| format!("/containers/{c}/restart?t={time}"),
+            "POST",
+        )?,
+        Command::Kill { signal, containers } => each(
+            &cli.socket,
+            containers,
+            |c| format!("/containers/{c}/kill?signal={signal}"),
+            "POST",
+        )?,
+        Command::Rm { force, containers } => each(
+            &cli.socket,
+            containers,
+            |c| format!("/containers/{c}?force={force}"),
+            "DELETE",
+        )?,
+        Command::Logs {
+            follow,
+            timestamps,
+            tail,
+            container,
+        } => crate::client::request(
+            &cli.socket,
+            "GET",
+            &format!(
+                "/containers/{container}/logs?stdout=1&stderr=1&follow={follow}&timestamps={timestamps}&tail={tail}"
+            ),
+            None,
+        )?
+        .demux_to_stdio()?,
+        Command::Inspect { container } => {
+            let v = crate::client::call(
+                &cli.socket,
+                "GET",
+                &format!("/containers/{container}/json"),
+                None,
+            )?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Command::Monitor { id } => return crate::monitor::run(&cli.root, id),
     }
     Ok(0)
 }

@@ -123,7 +123,8 @@ impl Crun {
         }
     }
 
-    fn command(&self, args: &[OsString]) -> Command {
+    /// crun with the global options and, on a hybrid host, its private mount namespace.
+    pub fn command(&self, args: &[OsString]) -> Command {
         let mut c = Command::new(&self.binary);
         c.arg("--root").arg(&self.state_root);
         c.arg(match self.cgroup_manager {
@@ -210,6 +211,17 @@ impl Crun {
         self.output(&args, true)
     }
 
+    /// `crun start ID`: lets a created container run its process.
+    pub fn start(&self, id: &str) -> Result<(), ContainerError> {
+        self.output(&["start".into(), id.into()], false).map(drop)
+    }
+
+    /// `crun kill ID SIGNAL`.
+    pub fn kill(&self, id: &str, signal: &str) -> Result<(), ContainerError> {
+        self.output(&["kill".into(), id.into(), signal.into()], false)
+            .map(drop)
+    }
+
     /// `crun delete --force`, for a container that is still known to crun.
     pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
         self.output(&["delete".into(), "--force".into(), id.into()], false)
@@ -246,6 +258,48 @@ pub struct Bundle {
 impl Bundle {
     pub fn rootfs(&self) -> PathBuf {
         self.dir.join("rootfs")
+    }
+
+    /// The bundle of an existing container.
+    pub fn open(store: &Store, id: &str) -> Result<Self, ContainerError> {
+        if !valid_id(id) {
+            return Err(ContainerError::InvalidId(id.into()));
+        }
+        Ok(Self {
+            id: id.into(),
+            dir: store.root().join("containers").join(id),
+        })
+    }
+
+    /// Whether the overlay is mounted on rootfs/ (it is not after a reboot).
+    pub fn is_mounted(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (
+            std::fs::metadata(self.rootfs()),
+            std::fs::metadata(&self.dir),
+        ) {
+            (Ok(r), Ok(d)) => r.dev() != d.dev(),
+            _ => false,
+        }
+    }
+
+    /// Mounts the overlay again if it is not mounted.
+    pub fn ensure_mounted(&self, store: &Store, image: &ImageRecord) -> Result<(), ContainerError> {
+        if self.is_mounted() {
+            return Ok(());
+        }
+        self.mount(store, image)
+    }
+
+    /// Unmounts the rootfs; the container's changes stay in upper/.
+    pub fn unmount(&self) -> Result<(), ContainerError> {
+        match rustix::mount::unmount(self.rootfs(), rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(ContainerError::Mount {
+                path: self.rootfs(),
+                source: e.into(),
+            }),
+        }
     }
 
     /// Creates the container's directories, mounts its overlay rootfs and writes
@@ -296,6 +350,21 @@ impl Bundle {
             let p = self.dir.join(sub);
             std::fs::create_dir(&p).map_err(io_err("creating", &p))?;
         }
+        self.mount(store, image)?;
+        let hostname = opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| self.id[..self.id.len().min(12)].to_string());
+        let spec = runtime_spec(config, opts, &self.rootfs(), &hostname)?;
+        let p = self.dir.join("config.json");
+        let bytes = serde_json::to_vec_pretty(&spec).map_err(|source| ContainerError::Config {
+            image: image.id.to_string(),
+            source,
+        })?;
+        write_atomic(&p, &bytes).map_err(io_err("writing", &p))
+    }
+
+    fn mount(&self, store: &Store, image: &ImageRecord) -> Result<(), ContainerError> {
         let lower: Vec<String> = image
             .layers
             .iter()
@@ -320,28 +389,12 @@ impl Bundle {
         .map_err(|e| ContainerError::Mount {
             path: self.rootfs(),
             source: e.into(),
-        })?;
-        let hostname = &self.id[..self.id.len().min(12)];
-        let spec = runtime_spec(config, opts, &self.rootfs(), hostname)?;
-        let p = self.dir.join("config.json");
-        let bytes = serde_json::to_vec_pretty(&spec).map_err(|source| ContainerError::Config {
-            image: image.id.to_string(),
-            source,
-        })?;
-        write_atomic(&p, &bytes).map_err(io_err("writing", &p))
+        })
     }
 
     /// Unmounts the rootfs and deletes the bundle with the container's changes.
     pub fn remove(&self) -> Result<(), ContainerError> {
-        match rustix::mount::unmount(self.rootfs(), rustix::mount::UnmountFlags::DETACH) {
-            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => {
-                return Err(ContainerError::Mount {
-                    path: self.rootfs(),
-                    source: e.into(),
-                })
-            }
-        }
+        self.unmount()?;
         std::fs::remove_dir_all(&self.dir).map_err(io_err("removing", &self.dir))
     }
 }

@@ -2,14 +2,24 @@
 //! content-addressed store, unpacks their layers safely, and runs containers with crun.
 //! See `ENGINE.md` beside this crate for the on-disk layout and the security notes.
 
+pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod container;
+pub mod daemon;
 pub mod digest;
 pub mod extract;
 pub mod fsutil;
+pub mod journal_send;
+pub mod lifecycle;
+pub mod logfile;
 pub mod media;
+pub mod monitor;
+pub mod records;
 pub mod reference;
 pub mod registry;
 pub mod spec;
 pub mod store;
+pub mod timefmt;
+pub mod volumes;

@@ -55,8 +55,12 @@ pub enum StoreError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("no such image: {0}")]
+    #[error("No such image: {0}")]
     NoSuchImage(String),
+    #[error(
+        "conflict: unable to delete {0} (must be forced) - image is being used by a container"
+    )]
+    InUse(String),
     #[error("image reference {0:?} matches more than one image")]
     Ambiguous(String),
 }
@@ -147,7 +151,7 @@ impl Store {
         &self.root
     }
 
-    fn lock(&self) -> Result<StoreLock, StoreError> {
+    pub(crate) fn lock(&self) -> Result<impl Drop, StoreError> {
         self.flock("lock", rustix::fs::FlockOperation::LockExclusive)
     }
 
@@ -360,6 +364,11 @@ impl Store {
         self.save(&m)
     }
 
+    /// Whether image `id` is recorded. Call with the lock held, or accept a race.
+    pub(crate) fn has_image(&self, id: &Digest) -> Result<bool, StoreError> {
+        Ok(self.load()?.images.contains_key(id))
+    }
+
     /// Every image, newest first.
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         let mut v: Vec<_> = self.load()?.images.into_values().collect();
@@ -421,6 +430,12 @@ impl Store {
     /// `docker rmi NAME`: removes the tag `name`; the image itself goes when no tag
     /// is left, or at once when named by ID. Returns the IDs deleted; then GC runs.
     pub fn rmi(&self, name: &str) -> Result<Vec<Digest>, StoreError> {
+        self.remove_image(name, false)
+    }
+
+    /// [`Store::rmi`]; an image that a container was created from is not deleted:
+    /// that is an error, or with `force` only the tag goes.
+    pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<Digest>, StoreError> {
         let deleted = {
             let _lock = self.lock()?;
             let mut m = self.load()?;
@@ -441,7 +456,11 @@ impl Store {
                     }
                 }
             }
-            if by_id || entry.repo_tags.is_empty() {
+            let in_use = self.images_in_use()?.contains(&img.id);
+            if in_use && (by_id || entry.repo_tags.is_empty()) && !force {
+                return Err(StoreError::InUse(name.into()));
+            }
+            if (by_id || entry.repo_tags.is_empty()) && !in_use {
                 m.images.remove(&img.id);
                 deleted.push(img.id);
             }

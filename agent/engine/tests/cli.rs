@@ -106,5 +106,5 @@ fn pull_images_run_tag_rmi() {
     );
     let (code, _, err) = e.cmd(&["run", "localhost/none", "true"]);
     assert_eq!(code, 1);
-    assert!(err.contains("no such image: localhost/none"), "{err}");
+    assert!(err.contains("No such image: localhost/none"), "{err}");
 }

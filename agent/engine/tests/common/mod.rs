@@ -516,3 +516,218 @@ pub fn edit_config(oci: &OciDir, manifest: &Desc, edit: impl FnOnce(&mut Value))
         m.to_string().as_bytes(),
     )
 }
+
+/// A blocking HTTP/1.1 client for the engine's unix socket: one request per
+/// connection (`Connection: close`), chunked responses decoded.
+pub fn api(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> (u16, Vec<u8>) {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: engine\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut rest = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = Vec::new();
+        let mut i = 0;
+        loop {
+            let eol = rest[i..].windows(2).position(|w| w == b"\r\n").unwrap() + i;
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[i..eol]).unwrap().trim(), 16)
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
+            i = eol + 2 + n + 2;
+        }
+        rest = out;
+    }
+    (status, rest)
+}
+
+/// [`api`], parsing the body as JSON (`null` when empty).
+pub fn api_json(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let (status, b) = api(socket, method, path, body);
+    let v = if b.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&b)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", String::from_utf8_lossy(&b)))
+    };
+    (status, v)
+}
+
+/// Splits Docker's multiplexed stream into (stdout, stderr).
+pub fn demux(mut b: &[u8]) -> (String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while b.len() >= 8 {
+        let n = u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize;
+        let payload = &b[8..8 + n];
+        if b[0] == 2 { &mut err } else { &mut out }.extend_from_slice(payload);
+        b = &b[8 + n..];
+    }
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+/// `basalt-engine daemon` on a private root and socket; killed (SIGKILL) on drop.
+/// Containers are not: tests remove them with [`EngineDaemon::remove_all`].
+pub struct EngineDaemon {
+    pub child: Child,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub registries: PathBuf,
+}
+
+impl EngineDaemon {
+    pub fn start(root: &Path, registries: &Path, env: &[(&str, &str)]) -> Self {
+        let socket = root.join("engine.sock");
+        let _ = std::fs::create_dir_all(root);
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(root.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_basalt-engine"))
+            .arg("--root")
+            .arg(root)
+            .arg("--registries")
+            .arg(registries)
+            .arg("--auth-file")
+            .arg(root.join("no-auth.json"))
+            .arg("daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "daemon did not start: {}",
+                std::fs::read_to_string(root.join("daemon.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            root: root.into(),
+            socket,
+            registries: registries.into(),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        api_json(&self.socket, method, path, body)
+    }
+
+    /// Creates and starts a container; returns its ID.
+    pub fn run(&self, name: &str, body: Value) -> String {
+        let (st, v) = self.call(
+            "POST",
+            &format!("/v1.43/containers/create?name={name}"),
+            Some(&body),
+        );
+        assert_eq!(st, 201, "create {name}: {v}");
+        let id = v["Id"].as_str().unwrap().to_string();
+        let (st, v) = self.call("POST", &format!("/containers/{id}/start"), None);
+        assert_eq!(st, 204, "start {name}: {v}");
+        id
+    }
+
+    pub fn inspect(&self, id: &str) -> Value {
+        let (st, v) = self.call("GET", &format!("/containers/{id}/json"), None);
+        assert_eq!(st, 200, "inspect {id}: {v}");
+        v
+    }
+
+    /// Polls inspect until `f` holds (or panics after `secs`).
+    pub fn wait_until(&self, id: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.inspect(id);
+            if f(&v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "timed out waiting on {id}: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn remove_all(&self) {
+        let (_, list) = self.call("GET", "/containers/json?all=1", None);
+        for c in list.as_array().into_iter().flatten() {
+            let id = c["Id"].as_str().unwrap();
+            self.call("DELETE", &format!("/containers/{id}?force=1"), None);
+        }
+    }
+}
+
+impl Drop for EngineDaemon {
+    /// Kills the daemon and, if the test failed before removing them, the
+    /// containers it left running; their monitors then unmount their rootfs.
+    fn drop(&mut self) {
+        self.kill9();
+        if !std::thread::panicking() {
+            return;
+        }
+        let records: Value = std::fs::read(self.root.join("containers.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        for c in records["containers"].as_object().into_iter().flatten() {
+            if let Some(pid) = c.1["state"]["pid"].as_i64().filter(|p| *p > 0) {
+                // SAFETY: kill(2) on a pid this test's engine recorded.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// A registry with a busybox image at `busybox:v1`, a registries.json that marks
+/// it insecure, and the image's name.
+pub fn registry_with_busybox(tmp: &Path) -> (Registry, PathBuf, String) {
+    let mut oci = OciDir::new(&tmp.join("oci"));
+    let reg = Registry::start(None);
+    let img = oci.image(&[busybox_layer()], Comp::Gzip, "amd64");
+    oci.tag("v1", &img);
+    reg.push(&oci.path, "v1", "busybox:v1", &[]);
+    let registries = tmp.join("registries.json");
+    std::fs::write(
+        &registries,
+        format!(r#"{{"insecure": ["{}"], "retries": 0}}"#, reg.addr),
+    )
+    .unwrap();
+    let name = format!("{}/busybox:v1", reg.addr);
+    (reg, registries, name)
+}

@@ -1,0 +1,587 @@
+//! `/containers/...`: create, list, inspect, start, stop, restart, kill, wait,
+//! remove, logs and attach.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::images::familiar;
+use super::{
+    blocking, body_json, channel_body, empty, json_response, ApiError, ApiResult, Body, Daemon,
+    Query,
+};
+use crate::lifecycle::{CreateOpts, POLL};
+use crate::logfile::{read_rotated, Entry, LogFollower, Stream, LOG_FILE};
+use crate::records::{ContainerRecord, ContainerSpec, RestartPolicy, Status};
+use crate::timefmt::{human_duration, now_ns, parse_api_time, rfc3339};
+
+/// One frame of Docker's multiplexed stream: stream type, 3 zero bytes, the
+/// payload length (big-endian u32), the payload.
+pub fn frame(stream: Stream, payload: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(8 + payload.len());
+    b.push(if stream == Stream::Stdout { 1 } else { 2 });
+    b.extend_from_slice(&[0, 0, 0]);
+    b.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    b.extend_from_slice(payload);
+    Bytes::from(b)
+}
+
+fn entry_frame(e: &Entry, timestamps: bool) -> Bytes {
+    if timestamps {
+        let mut p = format!("{} ", rfc3339(e.time_ns)).into_bytes();
+        p.extend_from_slice(&e.text);
+        frame(e.stream, &p)
+    } else {
+        frame(e.stream, &e.text)
+    }
+}
+
+/// Answers an attach-style request: upgraded to a raw stream (`Upgrade: tcp`) when
+/// the client asks, as the docker CLI does, or else a streaming 200 response.
+pub fn hijack(req: &mut Request<Incoming>, rx: mpsc::Receiver<Bytes>) -> ApiResult {
+    let wants_upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+    let content_type = "application/vnd.docker.multiplexed-stream";
+    if !wants_upgrade {
+        return Ok(stream_response(rx));
+    }
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut rx = rx;
+        match on_upgrade.await {
+            Ok(up) => {
+                let mut io = hyper_util::rt::TokioIo::new(up);
+                while let Some(b) = rx.recv().await {
+                    if io.write_all(&b).await.is_err() {
+                        return;
+                    }
+                    let _ = io.flush().await;
+                }
+                let _ = io.shutdown().await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("Content-Type", content_type)
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, "tcp")
+        .body(super::full(Bytes::new()))
+        .unwrap_or_default())
+}
+
+/// A multiplexed stream as a plain (chunked) 200 response.
+pub fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+    let (tx, body) = channel_body();
+    tokio::spawn(forward(rx, tx));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "application/vnd.docker.multiplexed-stream")
+        .body(body)
+        .unwrap_or_default()
+}
+
+async fn forward(mut rx: mpsc::Receiver<Bytes>, tx: mpsc::Sender<Bytes>) {
+    while let Some(b) = rx.recv().await {
+        if tx.send(b).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn strings(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
+        ),
+        Value::String(s) => Some(vec![s.clone()]),
+        _ => None,
+    }
+}
+
+/// `1024`, `10k`, `5m`, `1g` (Docker's `--log-opt max-size`).
+fn parse_size(s: &str) -> Result<u64, ApiError> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.trim_end_matches('b');
+    let (num, mult) = match s.chars().last() {
+        Some('k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m') => (&s[..s.len() - 1], 1 << 20),
+        Some('g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| ApiError::bad(format!("invalid log max-size {s:?}")))
+}
+
+/// The create request's body as the engine's options. Options this engine does not
+/// implement yet are refused, never silently dropped.
+fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>), ApiError> {
+    let image = b["Image"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad(
+                "Config cannot be empty in order to create a container: Image is required",
+            )
+        })?;
+    if b["Tty"].as_bool() == Some(true) || b["OpenStdin"].as_bool() == Some(true) {
+        return Err(ApiError::bad(
+            "-t and -i (a TTY or stdin) are not supported by this engine yet; run without them",
+        ));
+    }
+    let hc = &b["HostConfig"];
+    let mut warnings = Vec::new();
+    for (key, what) in [
+        ("Binds", "-v bind mounts"),
+        ("Mounts", "--mount"),
+        ("Devices", "--device"),
+    ] {
+        if hc[key].as_array().is_some_and(|a| !a.is_empty()) {
+            return Err(ApiError::bad(format!(
+                "{what} ({key}) are not supported by this engine yet"
+            )));
+        }
+    }
+    if hc["PortBindings"]
+        .as_object()
+        .is_some_and(|o| !o.is_empty())
+    {
+        return Err(ApiError::bad("-p port publishing (PortBindings) needs bridge networking, which this engine does not have yet"));
+    }
+    for key in ["Memory", "NanoCpus", "CpuShares", "PidsLimit"] {
+        if hc[key].as_i64().is_some_and(|v| v > 0) {
+            return Err(ApiError::bad(format!(
+                "resource limits ({key}) are not supported by this engine yet"
+            )));
+        }
+    }
+    // The seam for networking: the default network has no bridge yet, so such a
+    // container gets its own network namespace with loopback only.
+    let network = match hc["NetworkMode"].as_str().unwrap_or("") {
+        "" | "default" => "none",
+        "bridge" => {
+            warnings.push(
+                "no bridge network yet: the container has loopback only (--network none)"
+                    .to_string(),
+            );
+            "none"
+        }
+        "none" => "none",
+        "host" => "host",
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("network {other} not found"),
+            ))
+        }
+    };
+    let rp = &hc["RestartPolicy"];
+    let restart_policy = RestartPolicy::parse(
+        rp["Name"].as_str().unwrap_or(""),
+        rp["MaximumRetryCount"].as_u64().unwrap_or(0) as u32,
+    )
+    .map_err(ApiError::bad)?;
+    let auto_remove = hc["AutoRemove"].as_bool().unwrap_or(false);
+    if auto_remove && restart_policy.name != "no" {
+        return Err(ApiError::bad(
+            "conflicting options: cannot specify both --restart and --rm",
+        ));
+    }
+    let log_max_size = match hc["LogConfig"]["Config"]["max-size"].as_str() {
+        Some(s) => parse_size(s)?,
+        None => 0,
+    };
+    let labels: BTreeMap<String, String> =
+        serde_json::from_value(b["Labels"].clone()).unwrap_or_default();
+    let spec = ContainerSpec {
+        entrypoint: strings(&b["Entrypoint"])
+            .map(|e| e.into_iter().filter(|s| !s.is_empty()).collect()),
+        cmd: strings(&b["Cmd"]).unwrap_or_default(),
+        env: strings(&b["Env"]).unwrap_or_default(),
+        workdir: b["WorkingDir"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(String::from),
+        user: b["User"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(String::from),
+        hostname: b["Hostname"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(String::from),
+        read_only: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
+        network: network.into(),
+        labels,
+        argv: Vec::new(),
+    };
+    Ok((
+        CreateOpts {
+            name: name
+                .filter(|n| !n.is_empty())
+                .map(|n| n.trim_start_matches('/').to_string()),
+            image: image.to_string(),
+            spec,
+            restart_policy,
+            auto_remove,
+            log_max_size,
+        },
+        warnings,
+    ))
+}
+
+pub async fn create(d: Arc<Daemon>, q: &Query, req: Request<Incoming>) -> ApiResult {
+    let body = body_json(req).await?;
+    let (opts, warnings) = create_opts(q.get("name"), &body)?;
+    let c = d.containers.clone();
+    let rec = blocking(move || Ok(c.create(opts)?)).await?;
+    json_response(
+        StatusCode::CREATED,
+        &json!({"Id": rec.id, "Warnings": warnings}),
+    )
+}
+
+fn status_text(r: &ContainerRecord) -> String {
+    let now = now_ns();
+    match r.state.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!(
+            "Up {}",
+            human_duration(now.saturating_sub(r.state.started_ns))
+        ),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            r.state.exit_code,
+            human_duration(now.saturating_sub(r.state.finished_ns))
+        ),
+    }
+}
+
+fn list_json(r: &ContainerRecord) -> Value {
+    json!({
+        "Id": r.id, "Names": [format!("/{}", r.name)], "Image": familiar(&r.image),
+        "ImageID": r.image_id.to_string(), "Command": r.spec.argv.join(" "),
+        "Created": r.created_ns / 1_000_000_000, "Ports": [], "Labels": r.spec.labels,
+        "State": r.state.status.as_str(), "Status": status_text(r),
+        "HostConfig": {"NetworkMode": r.spec.network},
+        "NetworkSettings": {"Networks": {}}, "Mounts": [],
+    })
+}
+
+fn matches(r: &ContainerRecord, key: &str, vals: &[String]) -> bool {
+    vals.iter().any(|v| match key {
+        "status" => r.state.status.as_str() == v,
+        "name" => r.name.contains(v.trim_start_matches('/')),
+        "id" => r.id.starts_with(v.as_str()),
+        "exited" => r.state.status == Status::Exited && v.parse() == Ok(r.state.exit_code),
+        "ancestor" => {
+            familiar(&r.image) == familiar(v) || r.image_id.to_string().starts_with(v.as_str())
+        }
+        "label" => match v.split_once('=') {
+            Some((k, val)) => r.spec.labels.get(k).is_some_and(|x| x == val),
+            None => r.spec.labels.contains_key(v.as_str()),
+        },
+        _ => true,
+    })
+}
+
+pub async fn list(d: Arc<Daemon>, q: &Query) -> ApiResult {
+    let filters = q.filters()?;
+    for k in filters.keys() {
+        if !["status", "name", "id", "exited", "ancestor", "label"].contains(&k.as_str()) {
+            return Err(ApiError::bad(format!("invalid filter '{k}'")));
+        }
+    }
+    let all = q.flag("all") || filters.contains_key("status") || filters.contains_key("exited");
+    let store = d.store.clone();
+    let mut list = blocking(move || Ok(store.containers()?)).await?;
+    list.reverse(); // newest first, as docker ps shows them
+    let out: Vec<Value> = list
+        .iter()
+        .filter(|r| all || r.running())
+        .filter(|r| filters.iter().all(|(k, v)| matches(r, k, v)))
+        .map(list_json)
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(out))
+}
+
+pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
+    let (store, id) = (d.store.clone(), id.to_string());
+    let r = blocking(move || Ok(store.container(&id)?)).await?;
+    let dir = d.store.root().join("containers").join(&r.id);
+    let s = &r.state;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "Id": r.id, "Created": rfc3339(r.created_ns),
+            "Path": r.spec.argv.first().cloned().unwrap_or_default(),
+            "Args": r.spec.argv.iter().skip(1).collect::<Vec<_>>(),
+            "State": {
+                "Status": s.status.as_str(), "Running": r.running(), "Paused": false,
+                "Restarting": false, "OOMKilled": s.oom_killed, "Dead": false,
+                "Pid": s.pid, "ExitCode": s.exit_code, "Error": s.error,
+                "StartedAt": rfc3339(s.started_ns), "FinishedAt": rfc3339(s.finished_ns),
+            },
+            "Image": r.image_id.to_string(), "Name": format!("/{}", r.name),
+            "RestartCount": s.restart_count, "Driver": "overlay2", "Platform": "linux",
+            "LogPath": dir.join(LOG_FILE), "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "",
+            "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": null,
+            "HostConfig": {
+                "NetworkMode": r.spec.network, "AutoRemove": r.auto_remove,
+                "RestartPolicy": {"Name": r.restart_policy.name, "MaximumRetryCount": r.restart_policy.maximum_retry_count},
+                "ReadonlyRootfs": r.spec.read_only,
+                "LogConfig": {"Type": "json-file", "Config": {}},
+                "Binds": null, "PortBindings": {}, "Memory": 0,
+            },
+            "GraphDriver": {"Name": "overlay2", "Data": {
+                "MergedDir": dir.join("rootfs"), "UpperDir": dir.join("upper"), "WorkDir": dir.join("work"),
+            }},
+            "Mounts": [],
+            "Config": {
+                "Hostname": r.spec.hostname.clone().unwrap_or_else(|| r.short_id().to_string()),
+                "Domainname": "", "User": r.spec.user.clone().unwrap_or_default(),
+                "AttachStdin": false, "AttachStdout": true, "AttachStderr": true,
+                "Tty": false, "OpenStdin": false, "StdinOnce": false,
+                "Env": r.spec.env, "Cmd": r.spec.cmd, "Image": r.image,
+                "Volumes": null, "WorkingDir": r.spec.workdir.clone().unwrap_or_default(),
+                "Entrypoint": r.spec.entrypoint, "Labels": r.spec.labels,
+            },
+            "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
+        }),
+    )
+}
+
+pub async fn start(d: Arc<Daemon>, id: &str) -> ApiResult {
+    let (c, id) = (d.containers.clone(), id.to_string());
+    blocking(move || Ok(c.start(&id)?)).await?;
+    empty(StatusCode::NO_CONTENT)
+}
+
+fn timeout(q: &Query) -> Result<Duration, ApiError> {
+    match q.get("t").or(q.get("timeout")) {
+        None | Some("") => Ok(Duration::from_secs(10)),
+        Some(t) => {
+            let n: i64 = t
+                .parse()
+                .map_err(|_| ApiError::bad(format!("invalid timeout {t:?}")))?;
+            Ok(Duration::from_secs(n.max(0) as u64))
+        }
+    }
+}
+
+pub async fn stop(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
+    let t = timeout(q)?;
+    let signal = q
+        .get("signal")
+        .filter(|s| !s.is_empty())
+        .unwrap_or("TERM")
+        .to_string();
+    let (c, id) = (d.containers.clone(), id.to_string());
+    blocking(move || Ok(c.stop(&id, t, &signal)?)).await?;
+    empty(StatusCode::NO_CONTENT)
+}
+
+pub async fn restart(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
+    let t = timeout(q)?;
+    let (c, id) = (d.containers.clone(), id.to_string());
+    blocking(move || Ok(c.restart(&id, t)?)).await?;
+    empty(StatusCode::NO_CONTENT)
+}
+
+pub async fn kill(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
+    let signal = q
+        .get("signal")
+        .filter(|s| !s.is_empty())
+        .unwrap_or("KILL")
+        .to_string();
+    let valid = signal
+        .trim_start_matches("SIG")
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric())
+        && !signal.is_empty();
+    if !valid {
+        return Err(ApiError::bad(format!("invalid signal {signal:?}")));
+    }
+    let (c, id) = (d.containers.clone(), id.to_string());
+    blocking(move || Ok(c.kill(&id, &signal)?)).await?;
+    empty(StatusCode::NO_CONTENT)
+}
+
+pub async fn remove(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
+    let force = q.flag("force");
+    let (c, id) = (d.containers.clone(), id.to_string());
+    blocking(move || Ok(c.remove(&id, force)?)).await?;
+    empty(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/wait?condition=not-running|next-exit|removed`. The
+/// headers go out at once (the docker CLI starts the container after they come);
+/// the body `{"StatusCode": N}` follows when the condition holds.
+pub async fn wait(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
+    let condition = q.get("condition").unwrap_or("not-running").to_string();
+    if !["not-running", "next-exit", "removed", ""].contains(&condition.as_str()) {
+        return Err(ApiError::bad(format!("invalid condition {condition:?}")));
+    }
+    let (store, key) = (d.store.clone(), id.to_string());
+    let rec = blocking(move || Ok(store.container(&key)?)).await?;
+    let (tx, body) = channel_body();
+    let c = d.containers.clone();
+    tokio::task::spawn_blocking(move || {
+        let first_finish = rec.state.finished_ns;
+        let last = std::cell::Cell::new(rec.state.exit_code);
+        let res = c.wait_for(&rec.id, None, |r| {
+            last.set(r.state.exit_code);
+            match condition.as_str() {
+                "next-exit" => r.state.finished_ns > first_finish && !r.running(),
+                "removed" => false,
+                _ => !r.running(),
+            }
+        });
+        let code = match res {
+            Ok(Some(r)) => r.state.exit_code,
+            // Removed: the last exit code it had.
+            Ok(None) => c.removed_exit_code(&rec.id).unwrap_or(last.get()),
+            Err(_) => last.get(),
+        };
+        let body =
+            serde_json::to_vec(&json!({"StatusCode": code, "Error": null})).unwrap_or_default();
+        let _ = tx.blocking_send(Bytes::from(body));
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .unwrap_or_default())
+}
+
+/// Feeds log entries to `tx` until `done` says the source has ended; returns
+/// false if the client went away.
+fn follow(
+    mut f: LogFollower,
+    tx: &mpsc::Sender<Bytes>,
+    want: impl Fn(&Entry) -> bool,
+    timestamps: bool,
+    mut done: impl FnMut() -> bool,
+) {
+    loop {
+        let finished = done();
+        for e in f.poll().into_iter().filter(|e| want(e)) {
+            if tx.blocking_send(entry_frame(&e, timestamps)).is_err() {
+                return;
+            }
+        }
+        if finished || tx.is_closed() {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+pub async fn logs(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
+    let (stdout, stderr) = (q.flag("stdout"), q.flag("stderr"));
+    if !stdout && !stderr {
+        return Err(ApiError::bad("you must choose at least one stream"));
+    }
+    let since = match q.get("since").filter(|s| !s.is_empty() && *s != "0") {
+        Some(s) => {
+            parse_api_time(s).ok_or_else(|| ApiError::bad(format!("invalid since {s:?}")))?
+        }
+        None => 0,
+    };
+    let until = match q.get("until").filter(|s| !s.is_empty() && *s != "0") {
+        Some(s) => {
+            parse_api_time(s).ok_or_else(|| ApiError::bad(format!("invalid until {s:?}")))?
+        }
+        None => u64::MAX,
+    };
+    let tail: Option<usize> = match q.get("tail").filter(|t| !t.is_empty() && *t != "all") {
+        Some(t) => Some(
+            t.parse()
+                .map_err(|_| ApiError::bad(format!("invalid tail {t:?}")))?,
+        ),
+        None => None,
+    };
+    let (follow_on, timestamps) = (q.flag("follow"), q.flag("timestamps"));
+    let (store, key) = (d.store.clone(), id.to_string());
+    let rec = blocking(move || Ok(store.container(&key)?)).await?;
+    let path = d
+        .store
+        .root()
+        .join("containers")
+        .join(&rec.id)
+        .join(LOG_FILE);
+    let (tx, body) = channel_body();
+    let store = d.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let want = move |e: &Entry| {
+            (match e.stream {
+                Stream::Stdout => stdout,
+                Stream::Stderr => stderr,
+            }) && e.time_ns >= since
+                && e.time_ns <= until
+        };
+        let mut f = LogFollower::from_start(&path);
+        let mut old: Vec<Entry> = read_rotated(&path);
+        old.extend(f.poll());
+        old.retain(|e| want(e));
+        let skip = tail.map(|n| old.len().saturating_sub(n)).unwrap_or(0);
+        for e in &old[skip..] {
+            if tx.blocking_send(entry_frame(e, timestamps)).is_err() {
+                return;
+            }
+        }
+        if follow_on {
+            let id = rec.id.clone();
+            follow(f, &tx, want, timestamps, || {
+                store.container(&id).map(|r| !r.running()).unwrap_or(true)
+            });
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "application/vnd.docker.multiplexed-stream")
+        .body(body)
+        .unwrap_or_default())
+}
+
+/// `POST /containers/{id}/attach?stream=1&stdout=1&stderr=1`: the container's
+/// output from now until it exits, as a multiplexed stream. Stdin is not attached.
+pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incoming>) -> ApiResult {
+    let (stdout, stderr) = (q.flag("stdout"), q.flag("stderr"));
+    let (store, key) = (d.store.clone(), id.to_string());
+    let rec = blocking(move || Ok(store.container(&key)?)).await?;
+    let path = d
+        .store
+        .root()
+        .join("containers")
+        .join(&rec.id)
+        .join(LOG_FILE);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let resp: Response<Body> = hijack(&mut req, rx)?;
+    if q.flag("stream") {
+        let store = d.store.clone();
+        let first_finish = rec.state.finished_ns;
+        let f = LogFollower::at_end(&path);
+        tokio::task::spawn_blocking(move || {
+            let want = move |e: &Entry| match e.stream {
+                Stream::Stdout => stdout,
+                Stream::Stderr => stderr,
+            };
+            follow(f, &tx, want, false, || match store.container(&rec.id) {
+                Ok(r) => r.state.finished_ns > first_finish && !r.running(),
+                Err(_) => true,
+            });
+        });
+    }
+    Ok(resp)
+}

@@ -1,0 +1,256 @@
+//! `docker exec`: `POST /containers/{id}/exec`, `POST /exec/{id}/start`,
+//! `GET /exec/{id}/json`. The process runs through `crun exec` with the
+//! container's environment and capabilities; exec records live in memory, as in Docker.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::containers::{frame, hijack, stream_response};
+use super::{blocking, body_json, empty, json_response, ApiError, ApiResult, Daemon};
+use crate::container::Crun;
+use crate::logfile::Stream;
+use crate::spec::resolve_user;
+
+#[derive(Clone, Debug)]
+pub struct ExecRecord {
+    pub id: String,
+    pub container_id: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub user: String,
+    pub workdir: String,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+    pub pid: u32,
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn create(d: Arc<Daemon>, id: &str, req: Request<Incoming>) -> ApiResult {
+    let b = body_json(req).await?;
+    let cmd = strings(&b["Cmd"]);
+    if cmd.is_empty() {
+        return Err(ApiError::bad("No exec command specified"));
+    }
+    if b["Tty"].as_bool() == Some(true) || b["AttachStdin"].as_bool() == Some(true) {
+        return Err(ApiError::bad(
+            "exec -t and -i (a TTY or stdin) are not supported by this engine yet",
+        ));
+    }
+    let (store, key) = (d.store.clone(), id.to_string());
+    let rec = blocking(move || Ok(store.container(&key)?)).await?;
+    if !rec.running() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Container {} is not running", rec.id),
+        ));
+    }
+    let exec_id = crate::container::new_container_id()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let e = ExecRecord {
+        id: exec_id.clone(),
+        container_id: rec.id,
+        cmd,
+        env: strings(&b["Env"]),
+        user: b["User"].as_str().unwrap_or("").to_string(),
+        workdir: b["WorkingDir"].as_str().unwrap_or("").to_string(),
+        running: false,
+        exit_code: None,
+        pid: 0,
+    };
+    d.execs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(exec_id.clone(), e);
+    json_response(StatusCode::CREATED, &json!({"Id": exec_id}))
+}
+
+fn get(d: &Daemon, id: &str) -> Result<ExecRecord, ApiError> {
+    d.execs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(id)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("No such exec instance: {id}"),
+            )
+        })
+}
+
+fn update(d: &Daemon, id: &str, f: impl FnOnce(&mut ExecRecord)) {
+    if let Some(e) = d
+        .execs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(id)
+    {
+        f(e);
+    }
+}
+
+/// The `process` object for `crun exec --process`: the container's own process
+/// settings (environment, capabilities, user, cwd) with the exec's changes.
+fn process_json(d: &Daemon, e: &ExecRecord) -> Result<Value, ApiError> {
+    let dir = d.store.root().join("containers").join(&e.container_id);
+    let cfg: Value = std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading {}", dir.join("config.json").display()),
+            )
+        })?;
+    let mut p = cfg["process"].clone();
+    p["args"] = json!(e.cmd);
+    p["terminal"] = json!(false);
+    if !e.env.is_empty() {
+        let mut env = strings(&p["env"]);
+        for kv in &e.env {
+            let key = kv.split('=').next().unwrap_or("");
+            env.retain(|x| x.split('=').next() != Some(key));
+            env.push(kv.clone());
+        }
+        p["env"] = json!(env);
+    }
+    if !e.workdir.is_empty() {
+        p["cwd"] = json!(e.workdir);
+    }
+    if !e.user.is_empty() {
+        let (uid, gid) = resolve_user(&dir.join("rootfs"), &e.user)
+            .map_err(|err| ApiError::bad(err.to_string()))?;
+        p["user"] = json!({"uid": uid, "gid": gid});
+    }
+    Ok(p)
+}
+
+pub async fn start(d: Arc<Daemon>, id: &str, mut req: Request<Incoming>) -> ApiResult {
+    let e = get(&d, id)?;
+    if e.running || e.exit_code.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Exec {id} has already run"),
+        ));
+    }
+    // The body ({"Detach": .., "Tty": ..}) is read before the connection is taken over.
+    let on_upgrade_ok = req.headers().contains_key(hyper::header::UPGRADE);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (resp, rx) = if on_upgrade_ok {
+        (Some(hijack(&mut req, rx)?), None)
+    } else {
+        (None, Some(rx))
+    };
+    let body = body_json(req).await?;
+    let detach = body["Detach"].as_bool().unwrap_or(false);
+    let process = process_json(&d, &e)?;
+    let pfile = tempfile::Builder::new()
+        .prefix("exec-")
+        .suffix(".json")
+        .tempfile_in(d.store.root().join("tmp"))
+        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    std::fs::write(
+        pfile.path(),
+        serde_json::to_vec(&process).unwrap_or_default(),
+    )
+    .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    let crun = Crun::for_host(&d.store.root().join("crun"));
+    let mut cmd = crun.command(&[
+        "exec".into(),
+        "--process".into(),
+        pfile.path().into(),
+        e.container_id.clone().into(),
+    ]);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = tokio::process::Command::from(cmd).spawn().map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("running crun exec: {err}"),
+        )
+    })?;
+    update(&d, id, |x| {
+        x.running = true;
+        x.pid = child.id().unwrap_or(0);
+    });
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let (d2, id2) = (d.clone(), id.to_string());
+    tokio::spawn(async move {
+        let _keep = pfile;
+        let (tx1, tx2) = (tx.clone(), tx);
+        let a = async {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Some(o) = out.as_mut() {
+                match o.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = tx1.send(frame(Stream::Stdout, &buf[..n])).await;
+                    }
+                }
+            }
+        };
+        let b = async {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Some(o) = err.as_mut() {
+                match o.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = tx2.send(frame(Stream::Stderr, &buf[..n])).await;
+                    }
+                }
+            }
+        };
+        tokio::join!(a, b);
+        let code = match child.wait().await {
+            Ok(s) => s
+                .code()
+                .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
+            Err(_) => 255,
+        };
+        // The exit code is recorded before the stream closes: the CLI asks for it next.
+        update(&d2, &id2, |x| {
+            x.running = false;
+            x.exit_code = Some(code);
+        });
+        drop(tx1);
+        drop(tx2);
+    });
+    match (resp, rx) {
+        (Some(r), _) => Ok(r),
+        (None, _) if detach => empty(StatusCode::OK),
+        // Not upgraded: the same stream as a plain streaming response.
+        (None, Some(rx)) => Ok(stream_response(rx)),
+        (None, None) => empty(StatusCode::OK),
+    }
+}
+
+pub fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
+    let e = get(&d, id)?;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "ID": e.id, "ContainerID": e.container_id, "Running": e.running,
+            "ExitCode": e.exit_code, "Pid": e.pid,
+            "OpenStdin": false, "OpenStdout": true, "OpenStderr": true,
+            "CanRemove": false, "DetachKeys": "",
+            "ProcessConfig": {"entrypoint": e.cmd.first(), "arguments": e.cmd.iter().skip(1).collect::<Vec<_>>(),
+                              "tty": false, "privileged": false, "user": e.user},
+        }),
+    )
+}

@@ -1,0 +1,139 @@
+//! `/_ping`, `/version`, `/info` and `/volumes`.
+
+use std::sync::Arc;
+
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::{blocking, body_json, empty, full, json_response, ApiError, ApiResult, Daemon, Query};
+use super::{API_VERSION, MIN_API_VERSION};
+use crate::timefmt::rfc3339;
+use crate::volumes::VolumeRecord;
+
+pub fn ping(method: &Method) -> ApiResult {
+    let body = if method == Method::HEAD { "" } else { "OK" };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .header("Cache-Control", "no-cache, no-store, must-revalidate")
+        .header("Pragma", "no-cache")
+        .body(full(body))
+        .unwrap_or_default())
+}
+
+fn kernel_version() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub fn version() -> ApiResult {
+    let v = env!("CARGO_PKG_VERSION");
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "Platform": {"Name": "Basalt Engine"},
+            "Components": [{"Name": "Engine", "Version": v, "Details": {
+                "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+                "Os": "linux", "Arch": "amd64", "KernelVersion": kernel_version(),
+            }}],
+            "Version": v, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "", "GoVersion": "", "Os": "linux", "Arch": "amd64",
+            "KernelVersion": kernel_version(), "BuildTime": "",
+        }),
+    )
+}
+
+pub async fn info(d: Arc<Daemon>) -> ApiResult {
+    let store = d.store.clone();
+    let (containers, images) = blocking(move || Ok((store.containers()?, store.images()?))).await?;
+    let running = containers.iter().filter(|c| c.running()).count();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    let hostname = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let cgroup = crate::container::cgroup_layout();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "ID": "", "Name": hostname,
+            "Containers": containers.len(), "ContainersRunning": running,
+            "ContainersPaused": 0, "ContainersStopped": containers.len() - running,
+            "Images": images.len(), "Driver": "overlay2", "DriverStatus": [],
+            "DockerRootDir": d.root, "KernelVersion": kernel_version(),
+            "OperatingSystem": "Basalt", "OSType": "linux", "OSVersion": "",
+            "Architecture": std::env::consts::ARCH,
+            "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "MemTotal": mem, "ServerVersion": env!("CARGO_PKG_VERSION"),
+            "CgroupDriver": if cgroup == crate::container::CgroupLayout::Unified { "cgroupfs" } else { "none" },
+            "CgroupVersion": if cgroup == crate::container::CgroupLayout::Unified { "2" } else { "1" },
+            "DefaultRuntime": "crun", "Runtimes": {"crun": {"path": "crun"}},
+            "LoggingDriver": "json-file",
+            "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Log": ["json-file", "journald"]},
+            "SecurityOptions": [], "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": ""},
+            "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": []},
+            "Warnings": [],
+        }),
+    )
+}
+
+fn volume_json(d: &Daemon, v: &VolumeRecord) -> Value {
+    json!({
+        "Name": v.name, "Driver": "local", "Mountpoint": d.volumes.data_path(&v.name),
+        "CreatedAt": rfc3339(v.created_ns), "Labels": v.labels, "Scope": "local", "Options": {},
+    })
+}
+
+pub async fn volumes_list(d: Arc<Daemon>, q: &Query) -> ApiResult {
+    let filters = q.filters()?;
+    let vols = d.volumes.clone();
+    let list = blocking(move || Ok(vols.list()?)).await?;
+    let names = filters.get("name");
+    let out: Vec<Value> = list
+        .iter()
+        .filter(|v| names.is_none_or(|n| n.iter().any(|n| v.name.contains(n.as_str()))))
+        .map(|v| volume_json(&d, v))
+        .collect();
+    json_response(StatusCode::OK, &json!({"Volumes": out, "Warnings": []}))
+}
+
+pub async fn volume_create(d: Arc<Daemon>, req: Request<hyper::body::Incoming>) -> ApiResult {
+    let body = body_json(req).await?;
+    let driver = body["Driver"].as_str().unwrap_or("local");
+    if !driver.is_empty() && driver != "local" {
+        return Err(ApiError::bad(format!(
+            "volume driver {driver:?} is not supported: only \"local\""
+        )));
+    }
+    let name = match body["Name"].as_str().filter(|n| !n.is_empty()) {
+        Some(n) => n.to_string(),
+        None => crate::container::new_container_id()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+    };
+    let labels = serde_json::from_value(body["Labels"].clone()).unwrap_or_default();
+    let vols = d.volumes.clone();
+    let v = blocking(move || Ok(vols.create(&name, labels)?)).await?;
+    json_response(StatusCode::CREATED, &volume_json(&d, &v))
+}
+
+pub async fn volume_inspect(d: Arc<Daemon>, name: &str) -> ApiResult {
+    let (vols, name) = (d.volumes.clone(), name.to_string());
+    let v = blocking(move || Ok(vols.get(&name)?)).await?;
+    json_response(StatusCode::OK, &volume_json(&d, &v))
+}
+
+pub async fn volume_remove(d: Arc<Daemon>, name: &str) -> ApiResult {
+    let (vols, name) = (d.volumes.clone(), name.to_string());
+    blocking(move || Ok(vols.remove(&name)?)).await?;
+    empty(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,84 @@
+//! `basalt-engine daemon`: serves the Docker Engine API subset on a unix socket and
+//! applies restart policies. Containers run under their own monitors, so the daemon
+//! can be stopped, killed or upgraded while they keep running; a new daemon finds
+//! them in the records.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::{self, Daemon};
+use crate::lifecycle::Containers;
+use crate::registry::RegistryClient;
+use crate::store::Store;
+use crate::volumes::Volumes;
+
+/// How often the records file is checked for changes (a monitor recording an
+/// exit), and how often restart policies are looked at regardless (backoff timers).
+const RECORDS_POLL: Duration = Duration::from_millis(25);
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+pub struct DaemonOpts {
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub registry: RegistryClient,
+}
+
+pub fn run(opts: DaemonOpts) -> anyhow::Result<i32> {
+    let store = Arc::new(Store::open(&opts.root)?);
+    let exe = std::env::current_exe().context("finding the basalt-engine binary")?;
+    let containers = Arc::new(Containers::new(store.clone(), exe));
+    let volumes = Arc::new(Volumes::open(&opts.root)?);
+    let d = Arc::new(Daemon {
+        store,
+        containers: containers.clone(),
+        registry: Arc::new(opts.registry),
+        volumes,
+        execs: Mutex::new(Default::default()),
+        root: opts.root.clone(),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = api::bind(&opts.socket)?;
+        tracing::info!(socket = %opts.socket.display(), root = %opts.root.display(), "engine listening");
+        // Containers whose policy starts them with the engine, and exits missed
+        // while no daemon ran, first; then the same rules on every exit.
+        let c = containers.clone();
+        let records = opts.root.join("containers.json");
+        tokio::task::spawn_blocking(move || {
+            c.reconcile(true);
+            let stamp = || {
+                std::fs::metadata(&records)
+                    .and_then(|m| m.modified().map(|t| (t, m.len())))
+                    .ok()
+            };
+            let (mut last, mut at) = (stamp(), std::time::Instant::now());
+            loop {
+                std::thread::sleep(RECORDS_POLL);
+                let now = stamp();
+                if now != last || at.elapsed() >= RECONCILE_EVERY {
+                    c.reconcile(false);
+                    (last, at) = (stamp(), std::time::Instant::now());
+                }
+            }
+        });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        tokio::select! {
+            r = api::serve(d, listener) => r?,
+            _ = term.recv() => tracing::info!("SIGTERM: stopping; containers keep running"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping; containers keep running"),
+        }
+        let _ = std::fs::remove_file(&opts.socket);
+        anyhow::Ok(())
+    })?;
+    // The reconcile thread is never joined; leaving the process ends it.
+    std::process::exit(0)
+}

@@ -1,0 +1,379 @@
+//! Container lifecycle on top of the records, bundles and monitors: create, start,
+//! stop, kill, restart, remove, and the restart policies. The daemon calls these
+//! (from blocking threads); each call serialises with other calls for the same
+//! container.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::container::{new_container_id, Bundle, ContainerError, Crun};
+use crate::media::ImageConfig;
+use crate::monitor::{self, MonitorError};
+use crate::records::{
+    ContainerRecord, ContainerSpec, ContainerState, RecordError, RestartPolicy, Status,
+};
+use crate::spec::command;
+use crate::store::{Store, StoreError};
+use crate::timefmt::now_ns;
+
+/// How often state changes made by monitors are looked for.
+pub const POLL: Duration = Duration::from_millis(25);
+/// How long a SIGKILLed container may take to be reaped.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+/// Restart backoff: doubles from this, up to the maximum; reset after a long run.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// Nothing to do (already started / already stopped): HTTP 304.
+    #[error("container {0} is already in that state")]
+    NotModified(String),
+}
+
+/// What `docker create` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOpts {
+    pub name: Option<String>,
+    pub image: String,
+    pub spec: ContainerSpec,
+    pub restart_policy: RestartPolicy,
+    pub auto_remove: bool,
+    pub log_max_size: u64,
+}
+
+pub struct Containers {
+    pub store: Arc<Store>,
+    /// The `basalt-engine` binary, re-executed as the monitor.
+    pub exe: PathBuf,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The last exit code of removed containers, for `wait?condition=removed`
+    /// (`docker run --rm`) that may look only after the removal.
+    removed: Mutex<HashMap<String, i32>>,
+}
+
+/// Docker's generated names: adjective_noun.
+fn generated_name(id: &str) -> String {
+    const LEFT: &[&str] = &[
+        "brave", "calm", "eager", "fond", "keen", "quiet", "swift", "warm",
+    ];
+    const RIGHT: &[&str] = &["basalt", "granite", "obsidian", "pumice", "quartz", "tuff"];
+    let b = hex::decode(&id[..8]).unwrap_or_default();
+    let n = |i: usize| b.get(i).copied().unwrap_or(0) as usize;
+    format!(
+        "{}_{}{}",
+        LEFT[n(0) % LEFT.len()],
+        RIGHT[n(1) % RIGHT.len()],
+        n(2)
+    )
+}
+
+impl Containers {
+    pub fn new(store: Arc<Store>, exe: PathBuf) -> Self {
+        Self {
+            store,
+            exe,
+            locks: Mutex::new(HashMap::new()),
+            removed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Creates the container: its record and its bundle (rootfs mounted, config.json).
+    pub fn create(&self, opts: CreateOpts) -> Result<ContainerRecord, LifecycleError> {
+        let image = self.store.resolve(&opts.image)?;
+        let config: ImageConfig = serde_json::from_slice(&self.store.read_blob(&image.id)?)
+            .map_err(|e| LifecycleError::Invalid(format!("image {}: config: {e}", image.id)))?;
+        let mut spec = opts.spec.clone();
+        spec.argv = command(&config, &spec.run_opts()).map_err(ContainerError::from)?;
+        let id = new_container_id()?;
+        let rec = ContainerRecord {
+            name: opts.name.clone().unwrap_or_else(|| generated_name(&id)),
+            id: id.clone(),
+            image: opts.image.clone(),
+            image_id: image.id.clone(),
+            created_ns: now_ns(),
+            spec,
+            restart_policy: opts.restart_policy.clone(),
+            auto_remove: opts.auto_remove,
+            log_max_size: opts.log_max_size,
+            state: ContainerState::default(),
+        };
+        // The record first (it checks the name), then the files; undo on failure.
+        self.store.add_container(rec.clone())?;
+        if let Err(e) = Bundle::create(&self.store, &image, &id, &rec.spec.run_opts()) {
+            let _ = self.store.remove_container_record(&id);
+            return Err(e.into());
+        }
+        Ok(rec)
+    }
+
+    /// Starts a created or exited container through a new monitor.
+    pub fn start(&self, key: &str) -> Result<ContainerRecord, LifecycleError> {
+        let rec = self.store.container(key)?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.start_locked(&rec.id)
+    }
+
+    fn start_locked(&self, id: &str) -> Result<ContainerRecord, LifecycleError> {
+        let rec = self.store.container(id)?;
+        if rec.running() && monitor::monitor_alive(&rec) {
+            return Err(LifecycleError::NotModified(rec.id));
+        }
+        monitor::spawn(&self.exe, self.store.root(), &rec.id)?;
+        Ok(self.store.container(id)?)
+    }
+
+    /// Waits until `f` holds for the record (or the record is gone: `None`).
+    pub fn wait_for(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+        f: impl Fn(&ContainerRecord) -> bool,
+    ) -> Result<Option<ContainerRecord>, LifecycleError> {
+        let start = Instant::now();
+        loop {
+            match self.store.container(id) {
+                Ok(r) if f(&r) => return Ok(Some(r)),
+                Ok(r) => {
+                    if timeout.is_some_and(|t| start.elapsed() >= t) {
+                        return Ok(Some(r));
+                    }
+                }
+                Err(RecordError::NoSuchContainer(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn crun(&self) -> Crun {
+        Crun::for_host(&self.store.root().join("crun"))
+    }
+
+    /// Sends `signal`, then SIGKILL after `timeout`; returns once the container
+    /// has stopped. A stop by the user is remembered for the restart policy.
+    pub fn stop(
+        &self,
+        key: &str,
+        timeout: Duration,
+        signal: &str,
+    ) -> Result<ContainerRecord, LifecycleError> {
+        let rec = self.store.container(key)?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.stop_locked(&rec.id, timeout, signal)
+    }
+
+    fn stop_locked(
+        &self,
+        id: &str,
+        timeout: Duration,
+        signal: &str,
+    ) -> Result<ContainerRecord, LifecycleError> {
+        let rec = self
+            .store
+            .update_container(id, |r| r.state.stopped_by_user = true)?;
+        if !rec.running() {
+            return Err(LifecycleError::NotModified(rec.id));
+        }
+        let not_running = |r: &ContainerRecord| !r.running();
+        if signal != "KILL" && signal != "SIGKILL" && !timeout.is_zero() {
+            let _ = self.crun().kill(id, signal);
+            if let Some(r) = self.wait_for(id, Some(timeout), not_running)? {
+                if !r.running() {
+                    return Ok(r);
+                }
+            }
+        }
+        if let Err(e) = self.crun().kill(id, "KILL") {
+            tracing::debug!(error = %e, "crun kill KILL");
+        }
+        let r = self.wait_for(id, Some(KILL_GRACE), not_running)?;
+        match r {
+            Some(r) if r.running() => Err(LifecycleError::Conflict(format!(
+                "container {id} did not stop within {KILL_GRACE:?} of SIGKILL"
+            ))),
+            Some(r) => Ok(r),
+            None => Err(RecordError::NoSuchContainer(id.into()).into()),
+        }
+    }
+
+    /// `docker kill`: one signal, no waiting.
+    pub fn kill(&self, key: &str, signal: &str) -> Result<(), LifecycleError> {
+        let rec = self.store.container(key)?;
+        if !rec.running() {
+            return Err(LifecycleError::Conflict(format!(
+                "Cannot kill container: {key}: Container {} is not running",
+                rec.id
+            )));
+        }
+        self.store
+            .update_container(&rec.id, |r| r.state.stopped_by_user = true)?;
+        self.crun().kill(&rec.id, signal)?;
+        // As in Docker, a SIGKILL returns once the container is gone.
+        if matches!(signal, "KILL" | "SIGKILL" | "9") {
+            self.wait_for(&rec.id, Some(KILL_GRACE), |r| !r.running())?;
+        }
+        Ok(())
+    }
+
+    pub fn restart(&self, key: &str, timeout: Duration) -> Result<ContainerRecord, LifecycleError> {
+        let rec = self.store.container(key)?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        match self.stop_locked(&rec.id, timeout, "TERM") {
+            Ok(_) | Err(LifecycleError::NotModified(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.start_locked(&rec.id)
+    }
+
+    /// `docker rm [-f]`: a running container needs `force` (it is killed).
+    pub fn remove(&self, key: &str, force: bool) -> Result<(), LifecycleError> {
+        let rec = self.store.container(key)?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.remove_locked(&rec.id, force)
+    }
+
+    fn remove_locked(&self, id: &str, force: bool) -> Result<(), LifecycleError> {
+        let rec = self.store.container(id)?;
+        if rec.running() && monitor::monitor_alive(&rec) {
+            if !force {
+                return Err(LifecycleError::Conflict(format!(
+                    "You cannot remove a running container {id}. Stop the container before attempting removal or force remove"
+                )));
+            }
+            match self.stop_locked(id, Duration::ZERO, "KILL") {
+                Ok(_) | Err(LifecycleError::NotModified(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let bundle = Bundle::open(&self.store, id)?;
+        if bundle.dir.exists() {
+            bundle.remove()?;
+        }
+        {
+            let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+            if removed.len() >= 1024 {
+                removed.clear();
+            }
+            removed.insert(id.to_string(), rec.state.exit_code);
+        }
+        self.store.remove_container_record(id)?;
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        Ok(())
+    }
+
+    /// The exit code a container had when it was removed.
+    pub fn removed_exit_code(&self, id: &str) -> Option<i32> {
+        self.removed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
+    }
+
+    /// One pass of the restart and cleanup rules; the daemon calls it in a loop.
+    /// With `daemon_start`, containers whose policy starts them with the engine do.
+    pub fn reconcile(&self, daemon_start: bool) {
+        let Ok(all) = self.store.containers() else {
+            return;
+        };
+        for rec in all {
+            let lock = self.lock_for(&rec.id);
+            let Ok(_g) = lock.try_lock() else {
+                continue; // someone is starting, stopping or removing it
+            };
+            let Ok(rec) = self.store.container(&rec.id) else {
+                continue;
+            };
+            if rec.running() {
+                if monitor::monitor_alive(&rec) {
+                    continue;
+                }
+                // The monitor is gone (a reboot, or it was killed): so is the container.
+                tracing::warn!(id = rec.id, "monitor gone; marking the container exited");
+                let _ = self.store.update_container(&rec.id, |r| {
+                    r.state.status = Status::Exited;
+                    r.state.pid = 0;
+                    r.state.exit_code = 255;
+                    r.state.finished_ns = now_ns();
+                });
+                continue; // handled on the next pass
+            }
+            if rec.state.status != Status::Exited {
+                continue;
+            }
+            if rec.auto_remove {
+                if let Err(e) = self.remove_locked(&rec.id, false) {
+                    tracing::warn!(id = rec.id, error = %e, "auto-removing");
+                }
+                continue;
+            }
+            let p = &rec.restart_policy;
+            let s = &rec.state;
+            let restart = if daemon_start {
+                p.start_on_boot(s.stopped_by_user)
+                    || p.should_restart(s.exit_code, s.restart_count, s.stopped_by_user)
+            } else {
+                p.should_restart(s.exit_code, s.restart_count, s.stopped_by_user)
+            };
+            if !restart {
+                continue;
+            }
+            // Back off when it keeps exiting quickly.
+            let ran = s.finished_ns.saturating_sub(s.started_ns);
+            let delay = if ran > BACKOFF_MAX.as_nanos() as u64 {
+                BACKOFF_BASE
+            } else {
+                (BACKOFF_BASE * 2u32.saturating_pow(s.restart_count.min(10))).min(BACKOFF_MAX)
+            };
+            if !daemon_start && now_ns() < s.finished_ns + delay.as_nanos() as u64 {
+                continue;
+            }
+            // Counted once it runs, so "exited" with the final count is a stable state.
+            match self.start_locked(&rec.id) {
+                Ok(_) => {
+                    let _ = self
+                        .store
+                        .update_container(&rec.id, |r| r.state.restart_count += 1);
+                    tracing::info!(id = rec.id, policy = p.name, "restarted")
+                }
+                Err(e) => tracing::warn!(id = rec.id, error = %e, "restarting"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_names_are_valid() {
+        let n = super::generated_name("0123456789abcdef");
+        assert!(n.contains('_'), "{n}");
+    }
+}

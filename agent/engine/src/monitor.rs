@@ -1,0 +1,421 @@
+//! The per-container monitor, like podman's conmon. The engine re-executes its own
+//! binary as `basalt-engine monitor ID`, double-forked into a new session so that it
+//! is not the engine's child and outlives it. The monitor:
+//!
+//! 1. becomes a child subreaper, mounts the rootfs if needed and runs
+//!    `crun create` with pipes as the container's stdout and stderr, then `crun start`;
+//! 2. records the container as running and tells the engine the pid over a pipe;
+//! 3. copies each output line to `container.log` and to the journal;
+//! 4. reaps the container, deletes it from crun, unmounts the rootfs and records
+//!    the exit code.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::container::{Bundle, Crun};
+use crate::journal_send::{JournalSender, JOURNAL_SOCKET};
+use crate::logfile::{LogWriter, Stream, LOG_FILE};
+use crate::records::{ContainerRecord, Status};
+use crate::store::Store;
+use crate::timefmt::now_ns;
+
+/// Written by the monitor (stderr and tracing) into the bundle directory.
+pub const MONITOR_LOG: &str = "monitor.log";
+/// How long the engine waits for a monitor to report that the container started.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Output is logged in lines; a longer line is cut into pieces of this size.
+const MAX_LINE: usize = 16 * 1024;
+/// Overrides [`JOURNAL_SOCKET`] (tests point it at their own socket).
+pub const JOURNAL_SOCKET_ENV: &str = "BASALT_JOURNAL_SOCKET";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("starting the monitor for {id}: {source}")]
+    Spawn { id: String, source: std::io::Error },
+    #[error("container {id} did not start: {detail}")]
+    Start { id: String, detail: String },
+}
+
+/// This boot's ID: a pid and start time are only meaningful within one boot.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether the monitor recorded for a running container is still alive.
+pub fn monitor_alive(rec: &ContainerRecord) -> bool {
+    let s = &rec.state;
+    s.monitor_pid != 0
+        && s.boot_id == boot_id()
+        && process_start(s.monitor_pid) == Some(s.monitor_start)
+}
+
+/// Starts a monitor for container `id` of the store at `root` and waits until the
+/// container runs; returns the container's pid.
+pub fn spawn(exe: &Path, root: &Path, id: &str) -> Result<u32, MonitorError> {
+    let spawn_err = |source| MonitorError::Spawn {
+        id: id.into(),
+        source,
+    };
+    let (sync_r, sync_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| spawn_err(e.into()))?;
+    let log_path = root.join("containers").join(id).join(MONITOR_LOG);
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(spawn_err)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root")
+        .arg(root)
+        .arg("monitor")
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(spawn_err)?)
+        .stderr(log);
+    let w = sync_w.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The sync pipe becomes fd 3 of the monitor (dup2 clears close-on-exec).
+            if w == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(w, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Fork again: the grandchild execs the monitor and is adopted by init
+            // (or the nearest subreaper); the engine reaps the first child at once.
+            match libc::fork() {
+                -1 => Err(std::io::Error::last_os_error()),
+                0 => Ok(()),
+                _ => libc::_exit(0),
+            }
+        });
+    }
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    drop(sync_w);
+    child.wait().map_err(spawn_err)?;
+    let message = read_with_timeout(sync_r, START_TIMEOUT).map_err(spawn_err)?;
+    let message = message.trim();
+    if let Some(pid) = message.strip_prefix("ok ") {
+        return pid.parse().map_err(|_| MonitorError::Start {
+            id: id.into(),
+            detail: format!("bad message from the monitor: {message:?}"),
+        });
+    }
+    let detail = match message.strip_prefix("error ") {
+        Some(e) => e.to_string(),
+        None => {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            format!(
+                "the monitor exited without a report; {}: {}",
+                log_path.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
+        }
+    };
+    Err(MonitorError::Start {
+        id: id.into(),
+        detail,
+    })
+}
+
+fn read_with_timeout(fd: OwnedFd, timeout: Duration) -> std::io::Result<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut f = std::fs::File::from(fd);
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no report from the monitor",
+            ));
+        }
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        match f.read(&mut buf)? {
+            0 => return Ok(String::from_utf8_lossy(&out).into_owned()),
+            k => out.extend_from_slice(&buf[..k]),
+        }
+    }
+}
+
+/// Copies one output pipe into the log file and the journal, line by line.
+fn pump(
+    pipe: OwnedFd,
+    stream: Stream,
+    log: Arc<Mutex<LogWriter>>,
+    journal: Option<Arc<JournalSender>>,
+) {
+    let mut f = std::fs::File::from(pipe);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    let priority = if stream == Stream::Stdout { 6 } else { 3 };
+    let emit = |line: &[u8]| {
+        if let Ok(mut w) = log.lock() {
+            if let Err(e) = w.write(stream, now_ns(), line) {
+                tracing::warn!(error = %e, "writing the container log");
+            }
+        }
+        if let Some(j) = &journal {
+            j.send(line.strip_suffix(b"\n").unwrap_or(line), priority);
+        }
+    };
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            emit(&line);
+        }
+        while pending.len() >= MAX_LINE {
+            let piece: Vec<u8> = pending.drain(..MAX_LINE).collect();
+            emit(&piece);
+        }
+    }
+    if !pending.is_empty() {
+        emit(&pending);
+    }
+}
+
+/// The exit code Docker reports: the status, or 128 + the signal.
+fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    }
+}
+
+/// Writes the monitor's one-line report to the engine (fd 3) and closes it.
+struct Report(Option<std::fs::File>);
+
+impl Report {
+    fn send(&mut self, line: &str) {
+        if let Some(mut f) = self.0.take() {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// The `monitor` subcommand. Returns the process exit code.
+pub fn run(root: &Path, id: &str) -> anyhow::Result<i32> {
+    // SAFETY: fd 3 is the sync pipe handed over by `spawn` (or nothing at all).
+    let mut report = Report(
+        if rustix::io::fcntl_getfd(unsafe { rustix::fd::BorrowedFd::borrow_raw(3) }).is_ok() {
+            Some(unsafe { std::fs::File::from_raw_fd(3) })
+        } else {
+            None
+        },
+    );
+    match start(root, id) {
+        Ok(running) => {
+            report.send(&format!("ok {}", running.pid));
+            drop(report);
+            running.supervise(root, id)
+        }
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            tracing::error!(id, error = %msg, "start failed");
+            if let Ok(store) = Store::open(root) {
+                let _ = store.update_container(id, |r| {
+                    r.state.error = msg.clone();
+                    if r.state.status == Status::Running {
+                        r.state.status = Status::Exited;
+                    }
+                });
+            }
+            report.send(&format!("error {msg}"));
+            Ok(1)
+        }
+    }
+}
+
+struct Running {
+    pid: u32,
+    crun: Crun,
+    bundle: Bundle,
+    pumps: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .context("becoming a child subreaper")?;
+    let store = Store::open(root)?;
+    let rec = store.container(id)?;
+    let image = store.resolve(&rec.image_id.to_string())?;
+    let bundle = Bundle::open(&store, &rec.id)?;
+    let crun = Crun::for_host(&root.join("crun"));
+    // Whatever crun remembers of an earlier run (or an earlier boot) goes first.
+    let _ = crun.delete(&rec.id);
+    bundle.ensure_mounted(&store, &image)?;
+    // Networking plugs in here: the container's network namespace is set up by
+    // the network module before `crun create` (see `spec::NetworkMode`).
+    let log = Arc::new(Mutex::new(
+        LogWriter::open(&bundle.dir.join(LOG_FILE), rec.log_max_size)
+            .with_context(|| format!("opening {}", bundle.dir.join(LOG_FILE).display()))?,
+    ));
+    let socket = std::env::var_os(JOURNAL_SOCKET_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(JOURNAL_SOCKET));
+    let ident = rec.name.clone();
+    let journal = JournalSender::open(
+        &socket,
+        &[
+            ("CONTAINER_ID", rec.short_id()),
+            ("CONTAINER_ID_FULL", &rec.id),
+            ("CONTAINER_NAME", &rec.name),
+            ("IMAGE_NAME", &rec.image),
+            ("SYSLOG_IDENTIFIER", &ident),
+        ],
+    )
+    .map(Arc::new);
+    let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let pid_file = bundle.dir.join("pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let crun_log = bundle.dir.join("crun.log");
+    let _ = std::fs::remove_file(&crun_log);
+    let mut log_arg = std::ffi::OsString::from("--log=file:");
+    log_arg.push(&crun_log);
+    let args: Vec<std::ffi::OsString> = vec![
+        log_arg,
+        "create".into(),
+        "--bundle".into(),
+        bundle.dir.clone().into(),
+        "--pid-file".into(),
+        pid_file.clone().into(),
+        rec.id.clone().into(),
+    ];
+    let status = crun
+        .command(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
+        .status()
+        .context("running crun create")?;
+    let mut pumps = Vec::new();
+    for (pipe, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
+        let (log, journal) = (log.clone(), journal.clone());
+        pumps.push(std::thread::spawn(move || pump(pipe, stream, log, journal)));
+    }
+    if !status.success() {
+        let detail = std::fs::read_to_string(&crun_log).unwrap_or_default();
+        anyhow::bail!("crun create {}: {status}: {}", rec.id, detail.trim());
+    }
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .with_context(|| format!("reading {}", pid_file.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("parsing {}", pid_file.display()))?;
+    if let Err(e) = crun.start(&rec.id) {
+        let _ = crun.delete(&rec.id);
+        return Err(e.into());
+    }
+    let me = std::process::id();
+    store.update_container(id, |r| {
+        r.state.status = Status::Running;
+        r.state.pid = pid;
+        r.state.monitor_pid = me;
+        r.state.monitor_start = process_start(me).unwrap_or(0);
+        r.state.boot_id = boot_id();
+        r.state.started_ns = now_ns();
+        r.state.exit_code = 0;
+        r.state.error.clear();
+        r.state.stopped_by_user = false;
+        r.state.oom_killed = false;
+    })?;
+    Ok(Running {
+        pid,
+        crun,
+        bundle,
+        pumps,
+    })
+}
+
+impl Running {
+    /// Reaps children until the container's init exits; records its exit code.
+    fn supervise(self, root: &Path, id: &str) -> anyhow::Result<i32> {
+        let code = loop {
+            let mut status = 0;
+            // SAFETY: plain waitpid on any child (we are a subreaper).
+            let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+            if pid < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // No children left: the container is gone without a status.
+                tracing::warn!(error = %e, "waiting for the container");
+                break 255;
+            }
+            if pid as u32 == self.pid {
+                break exit_code(status);
+            }
+        };
+        // Everything in the container's pid namespace is dead, so the pipes close.
+        for p in self.pumps {
+            let _ = p.join();
+        }
+        if let Err(e) = self.crun.delete(id) {
+            tracing::warn!(error = %e, "crun delete");
+        }
+        if let Err(e) = self.bundle.unmount() {
+            tracing::warn!(error = %e, "unmounting the rootfs");
+        }
+        let store = Store::open(root)?;
+        store.update_container(id, |r| {
+            r.state.status = Status::Exited;
+            r.state.pid = 0;
+            r.state.exit_code = code;
+            r.state.finished_ns = now_ns();
+        })?;
+        tracing::info!(id, code, "container exited");
+        Ok(0)
+    }
+}

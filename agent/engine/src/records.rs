@@ -1,0 +1,425 @@
+//! Container records: what `docker ps -a` and `docker inspect` show, kept in
+//! `ROOT/containers.json`, written atomically under the store's lock. The monitor
+//! of each container writes its state (running, exit code) into the same file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::fsutil::write_atomic;
+use crate::spec::{NetworkMode, RunOpts};
+use crate::store::{Store, StoreError};
+
+const RECORDS_FILE: &str = "containers.json";
+const RECORDS_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Exited,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        }
+    }
+}
+
+/// What the container runs: fixed at create time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub read_only: bool,
+    /// `none` or `host` (see [`crate::spec::NetworkMode`]).
+    pub network: String,
+    pub labels: BTreeMap<String, String>,
+    /// The command as resolved against the image: `Path` and `Args` in inspect.
+    pub argv: Vec<String>,
+}
+
+impl ContainerSpec {
+    pub fn run_opts(&self) -> RunOpts {
+        RunOpts {
+            entrypoint: self.entrypoint.clone(),
+            cmd: self.cmd.clone(),
+            env: self.env.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            read_only: self.read_only,
+            network: if self.network == "host" {
+                NetworkMode::Host
+            } else {
+                NetworkMode::None
+            },
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// `no`, `always`, `on-failure` or `unless-stopped`.
+    pub name: String,
+    /// For `on-failure`: how many restarts at most (0 = no limit).
+    pub maximum_retry_count: u32,
+}
+
+impl RestartPolicy {
+    /// Parses `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+    pub fn parse(name: &str, max: u32) -> Result<Self, String> {
+        let (name, max) = match name.split_once(':') {
+            Some(("on-failure", n)) => (
+                "on-failure",
+                n.parse()
+                    .map_err(|_| format!("invalid restart policy count {n:?}"))?,
+            ),
+            _ => (name, max),
+        };
+        match name {
+            "" | "no" => Ok(Self {
+                name: "no".into(),
+                maximum_retry_count: 0,
+            }),
+            "always" | "unless-stopped" | "on-failure" => Ok(Self {
+                name: name.into(),
+                maximum_retry_count: if name == "on-failure" { max } else { 0 },
+            }),
+            other => Err(format!(
+                "invalid restart policy {other:?}: use no, always, on-failure[:N] or unless-stopped"
+            )),
+        }
+    }
+
+    /// Whether a container that exited with `code` (after `restarts` restarts)
+    /// starts again. A container stopped by the user never does.
+    pub fn should_restart(&self, code: i32, restarts: u32, stopped_by_user: bool) -> bool {
+        if stopped_by_user {
+            return false;
+        }
+        match self.name.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => {
+                code != 0 && (self.maximum_retry_count == 0 || restarts < self.maximum_retry_count)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a daemon that starts (after a reboot or a crash) starts the container.
+    pub fn start_on_boot(&self, stopped_by_user: bool) -> bool {
+        match self.name.as_str() {
+            "always" => true,
+            "unless-stopped" => !stopped_by_user,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerState {
+    pub status: Status,
+    /// The container's init process, as seen from the host.
+    pub pid: u32,
+    /// The monitor's pid and its start time (clock ticks since boot, from
+    /// /proc/PID/stat), with the boot it ran in: a pid is only the same process if
+    /// all three match.
+    pub monitor_pid: u32,
+    pub monitor_start: u64,
+    pub boot_id: String,
+    pub exit_code: i32,
+    /// Nanoseconds since the epoch; 0 = never.
+    pub started_ns: u64,
+    pub finished_ns: u64,
+    pub error: String,
+    /// Set by stop/kill from the user; clear on start. Restart policies skip such exits.
+    pub stopped_by_user: bool,
+    pub restart_count: u32,
+    /// An OOM or signal is reported in the exit code (128+N) as Docker does.
+    pub oom_killed: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerRecord {
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    pub image_id: Digest,
+    pub created_ns: u64,
+    pub spec: ContainerSpec,
+    pub restart_policy: RestartPolicy,
+    pub auto_remove: bool,
+    /// `max-size` of the log file in bytes before it is rotated.
+    pub log_max_size: u64,
+    pub state: ContainerState,
+}
+
+impl ContainerRecord {
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    pub fn running(&self) -> bool {
+        self.state.status == Status::Running
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Records {
+    version: u32,
+    containers: BTreeMap<String, ContainerRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
+    #[error("container name {0:?} matches more than one container")]
+    Ambiguous(String),
+    #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    NameInUse { name: String, id: String },
+    #[error("invalid container name ({0}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName(String),
+}
+
+fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    b.len() >= 2
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+fn find<'a>(r: &'a Records, key: &str) -> Result<&'a ContainerRecord, RecordError> {
+    let key = key.strip_prefix('/').unwrap_or(key);
+    if let Some(c) = r.containers.get(key) {
+        return Ok(c);
+    }
+    if let Some(c) = r.containers.values().find(|c| c.name == key) {
+        return Ok(c);
+    }
+    let hits: Vec<_> = r
+        .containers
+        .values()
+        .filter(|c| !key.is_empty() && c.id.starts_with(key))
+        .collect();
+    match hits.len() {
+        1 => Ok(hits[0]),
+        0 => Err(RecordError::NoSuchContainer(key.into())),
+        _ => Err(RecordError::Ambiguous(key.into())),
+    }
+}
+
+impl Store {
+    fn records_path(&self) -> PathBuf {
+        self.root().join(RECORDS_FILE)
+    }
+
+    fn load_records(&self) -> Result<Records, StoreError> {
+        let p = self.records_path();
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::Metadata {
+                path: p.clone(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Records {
+                version: RECORDS_VERSION,
+                ..Default::default()
+            }),
+            Err(source) => Err(StoreError::Io {
+                op: "reading",
+                path: p,
+                source,
+            }),
+        }
+    }
+
+    fn save_records(&self, r: &Records) -> Result<(), StoreError> {
+        let p = self.records_path();
+        let bytes = serde_json::to_vec_pretty(r).map_err(|source| StoreError::Metadata {
+            path: p.clone(),
+            source,
+        })?;
+        write_atomic(&p, &bytes).map_err(|source| StoreError::Io {
+            op: "writing",
+            path: p,
+            source,
+        })
+    }
+
+    /// Every container record, oldest first.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        let mut v: Vec<_> = self.load_records()?.containers.into_values().collect();
+        v.sort_by(|a, b| a.created_ns.cmp(&b.created_ns).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    /// A container by full ID, name or unique ID prefix.
+    pub fn container(&self, key: &str) -> Result<ContainerRecord, RecordError> {
+        find(&self.load_records()?, key).cloned()
+    }
+
+    /// Records a new container; its name must be free and valid.
+    pub fn add_container(&self, rec: ContainerRecord) -> Result<(), RecordError> {
+        if !valid_name(&rec.name) {
+            return Err(RecordError::InvalidName(rec.name));
+        }
+        let _lock = self.lock()?;
+        // Checked under the lock: an rmi that ran since the image was resolved wins.
+        if !self.has_image(&rec.image_id)? {
+            return Err(StoreError::NoSuchImage(rec.image.clone()).into());
+        }
+        let mut r = self.load_records()?;
+        if let Some(other) = r.containers.values().find(|c| c.name == rec.name) {
+            return Err(RecordError::NameInUse {
+                name: rec.name,
+                id: other.id.clone(),
+            });
+        }
+        r.version = RECORDS_VERSION;
+        r.containers.insert(rec.id.clone(), rec);
+        Ok(self.save_records(&r)?)
+    }
+
+    /// Read-modify-write of one record under the lock; returns the new record.
+    pub fn update_container(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord, RecordError> {
+        let _lock = self.lock()?;
+        let mut r = self.load_records()?;
+        let id = find(&r, key)?.id.clone();
+        let rec = r
+            .containers
+            .get_mut(&id)
+            .ok_or_else(|| RecordError::NoSuchContainer(key.into()))?;
+        f(rec);
+        let out = rec.clone();
+        self.save_records(&r)?;
+        Ok(out)
+    }
+
+    /// Forgets a container record (its files are removed by the caller first).
+    pub fn remove_container_record(&self, id: &str) -> Result<(), RecordError> {
+        let _lock = self.lock()?;
+        let mut r = self.load_records()?;
+        if r.containers.remove(id).is_none() {
+            return Err(RecordError::NoSuchContainer(id.into()));
+        }
+        Ok(self.save_records(&r)?)
+    }
+
+    /// Image IDs that some container (in any state) was created from. Call with the lock held.
+    pub(crate) fn images_in_use(&self) -> Result<BTreeSet<Digest>, StoreError> {
+        Ok(self
+            .load_records()?
+            .containers
+            .values()
+            .map(|c| c.image_id.clone())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            name: name.into(),
+            image: "busybox".into(),
+            image_id: Digest::of(b"config"),
+            created_ns: 1,
+            spec: ContainerSpec::default(),
+            restart_policy: RestartPolicy::parse("no", 0).unwrap(),
+            auto_remove: false,
+            log_max_size: 0,
+            state: ContainerState::default(),
+        }
+    }
+
+    #[test]
+    fn names_ids_and_prefixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let e = s.add_container(rec("abcdef00", "early")).unwrap_err();
+        assert!(e.to_string().contains("No such image"), "{e}");
+        let image = crate::store::ImageRecord {
+            id: Digest::of(b"config"),
+            manifest: Digest::of(b"manifest"),
+            manifest_media_type: String::new(),
+            config_media_type: String::new(),
+            layers: Vec::new(),
+            repo_tags: Default::default(),
+            repo_digests: Default::default(),
+            stored_at: 0,
+        };
+        s.record_image(image, &"busybox:latest".parse().unwrap())
+            .unwrap();
+        s.add_container(rec("abcdef01", "web")).unwrap();
+        s.add_container(rec("abcdef02", "db")).unwrap();
+        assert_eq!(s.container("web").unwrap().id, "abcdef01");
+        assert_eq!(s.container("/db").unwrap().id, "abcdef02");
+        assert_eq!(s.container("abcdef02").unwrap().name, "db");
+        assert!(matches!(s.container("abc"), Err(RecordError::Ambiguous(_))));
+        assert!(matches!(
+            s.container("zzz"),
+            Err(RecordError::NoSuchContainer(_))
+        ));
+        let e = s.add_container(rec("abcdef03", "web")).unwrap_err();
+        assert!(e.to_string().contains("already in use"), "{e}");
+        let e = s.add_container(rec("abcdef04", "-x")).unwrap_err();
+        assert!(matches!(e, RecordError::InvalidName(_)));
+        let r = s
+            .update_container("web", |r| r.state.exit_code = 3)
+            .unwrap();
+        assert_eq!(r.state.exit_code, 3);
+        assert_eq!(s.container("web").unwrap().state.exit_code, 3);
+        s.remove_container_record("abcdef01").unwrap();
+        assert_eq!(s.containers().unwrap().len(), 1);
+        assert!(s.images_in_use().unwrap().contains(&Digest::of(b"config")));
+        // The image a container uses is not deleted; force only untags it.
+        let e = s.rmi("busybox:latest").unwrap_err();
+        assert!(e.to_string().contains("being used by a container"), "{e}");
+        assert_eq!(s.remove_image("busybox:latest", true).unwrap(), vec![]);
+        assert!(s.has_image(&Digest::of(b"config")).unwrap());
+    }
+
+    #[test]
+    fn restart_policies() {
+        let p = |s: &str| RestartPolicy::parse(s, 0).unwrap();
+        assert!(!p("no").should_restart(1, 0, false));
+        assert!(p("always").should_restart(0, 9, false));
+        assert!(!p("always").should_restart(0, 0, true));
+        assert!(p("on-failure:2").should_restart(1, 1, false));
+        assert!(!p("on-failure:2").should_restart(1, 2, false));
+        assert!(!p("on-failure").should_restart(0, 0, false));
+        assert!(p("unless-stopped").start_on_boot(false));
+        assert!(!p("unless-stopped").start_on_boot(true));
+        assert!(p("always").start_on_boot(true));
+        assert!(RestartPolicy::parse("sometimes", 0).is_err());
+        assert!(RestartPolicy::parse("on-failure:x", 0).is_err());
+    }
+}

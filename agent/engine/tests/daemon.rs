@@ -1,0 +1,513 @@
+//! `basalt-engine daemon` through its API socket: containers outlive a killed
+//! daemon, restart policies (also across a daemon restart), logs to the file and
+//! the journal, exec, and the errors Docker clients expect.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::{api, demux, missing, registry_with_busybox, EngineDaemon};
+use serde_json::{json, Value};
+
+fn tools_missing() -> bool {
+    missing("/usr/bin/docker-registry")
+        || missing("/usr/bin/skopeo")
+        || missing(common::BUSYBOX)
+        || missing("/usr/bin/crun")
+}
+
+fn pull(d: &EngineDaemon, image: &str) {
+    let (name, tag) = image.rsplit_once(':').unwrap();
+    let (st, body) = api(
+        &d.socket,
+        "POST",
+        &format!("/v1.43/images/create?fromImage={name}&tag={tag}"),
+        None,
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(st, 200, "{text}");
+    assert!(text.contains("Downloaded newer image"), "{text}");
+}
+
+fn alive(pid: u64) -> bool {
+    pid != 0
+        && rustix::process::test_kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap())
+            .is_ok()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn twenty_containers_outlive_a_killed_daemon() {
+    if tools_missing() {
+        return;
+    }
+    const N: usize = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let (_reg, registries, image) = registry_with_busybox(tmp.path());
+    let root = tmp.path().join("root");
+    let mut d = EngineDaemon::start(&root, &registries, &[]);
+    pull(&d, &image);
+    let t0 = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let policy = match i {
+            0 => json!({"Name": "always"}),
+            1 => json!({"Name": "unless-stopped"}),
+            _ => json!({"Name": "no"}),
+        };
+        ids.push(d.run(
+            &format!("c{i}"),
+            json!({"Image": image, "Cmd": ["sh", "-c", format!("echo hello {i}; while true; do echo tick; sleep 0.2; done")],
+                   "Labels": {"idx": i.to_string()}, "HostConfig": {"RestartPolicy": policy}}),
+        ));
+    }
+    eprintln!("started {N} containers in {:?}", t0.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, list) = d.call("GET", "/containers/json", None);
+    assert_eq!(list.as_array().unwrap().len(), N);
+    let pids: Vec<u64> = ids
+        .iter()
+        .map(|id| d.inspect(id)["State"]["Pid"].as_u64().unwrap())
+        .collect();
+    let daemon_pid = d.child.id();
+    eprintln!(
+        "daemon VmRSS with {N} running containers: {} KiB; one monitor: {} KiB",
+        rss_kib(daemon_pid),
+        std::fs::read_to_string(root.join("containers.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v["containers"][&ids[2]]["state"]["monitor_pid"].as_u64())
+            .map(|p| rss_kib(p as u32))
+            .unwrap_or(0)
+    );
+
+    // SIGKILL the daemon: every container and its monitor keep running.
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    for (id, pid) in ids.iter().zip(&pids) {
+        assert!(
+            alive(*pid),
+            "container {id} (pid {pid}) died with the daemon"
+        );
+    }
+    // While no daemon runs: c0 (always) and c1 (unless-stopped) are killed from
+    // outside, c2 (no) too. Their monitors record the exits.
+    for pid in &pids[..3] {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(*pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+    }
+    // The monitors record the exits (no daemon is needed for that).
+    let start = Instant::now();
+    loop {
+        let r: Value =
+            serde_json::from_slice(&std::fs::read(root.join("containers.json")).unwrap()).unwrap();
+        let exited = ids[..3]
+            .iter()
+            .all(|id| r["containers"][id]["state"]["status"] == "exited");
+        if exited {
+            assert_eq!(r["containers"][&ids[0]]["state"]["exit_code"], 137);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "exits not recorded: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log_before = std::fs::metadata(root.join("containers").join(&ids[5]).join("container.log"))
+        .unwrap()
+        .len();
+
+    // A new daemon finds them all and manages them.
+    let d = EngineDaemon::start(&root, &registries, &[]);
+    let c0 = d.wait_until(&ids[0], 20, |v| v["State"]["Running"] == true);
+    assert_eq!(
+        c0["RestartCount"], 1,
+        "always restarts after the daemon comes back"
+    );
+    let c1 = d.wait_until(&ids[1], 20, |v| v["State"]["Running"] == true);
+    assert_eq!(c1["RestartCount"], 1);
+    let c2 = d.inspect(&ids[2]);
+    assert_eq!(c2["State"]["Status"], "exited");
+    assert_eq!(c2["State"]["ExitCode"], 137);
+    for (id, pid) in ids.iter().zip(&pids).skip(3) {
+        let v = d.inspect(id);
+        assert_eq!(v["State"]["Running"], true, "{id}");
+        assert_eq!(v["State"]["Pid"].as_u64(), Some(*pid));
+    }
+    let (_, list) = d.call("GET", "/containers/json", None);
+    assert_eq!(list.as_array().unwrap().len(), N - 1);
+    let (_, filtered) = d.call(
+        "GET",
+        "/containers/json?filters=%7B%22label%22%3A%5B%22idx%3D7%22%5D%7D",
+        None,
+    );
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+    assert_eq!(filtered[0]["Names"][0], "/c7");
+    // The monitors kept logging while no daemon ran.
+    let (st, logs) = api(
+        &d.socket,
+        "GET",
+        &format!("/containers/{}/logs?stdout=1&stderr=1", ids[5]),
+        None,
+    );
+    assert_eq!(st, 200);
+    let (out, _) = demux(&logs);
+    assert!(out.starts_with("hello 5\ntick\n"), "{out}");
+    let log_after = std::fs::metadata(root.join("containers").join(&ids[5]).join("container.log"))
+        .unwrap()
+        .len();
+    assert!(log_after > log_before, "{log_after} > {log_before}");
+
+    // Stopped by the user: unless-stopped stays down after a daemon restart, always does not.
+    for id in &ids[..2] {
+        let (st, v) = d.call("POST", &format!("/containers/{id}/stop?t=1"), None);
+        assert_eq!(st, 204, "{v}");
+    }
+    let (st, _) = d.call("POST", &format!("/containers/{}/stop", ids[2]), None);
+    assert_eq!(st, 304, "stopping a stopped container");
+    let idle_rss = rss_kib(d.child.id());
+    eprintln!(
+        "restarted daemon VmRSS, idle, with {} running containers: {idle_rss} KiB",
+        N - 3
+    );
+    let mut d = d;
+    d.kill9();
+    let d = EngineDaemon::start(&root, &registries, &[]);
+    d.wait_until(&ids[0], 20, |v| {
+        v["State"]["Running"] == true && v["RestartCount"] == 2
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        d.inspect(&ids[1])["State"]["Running"],
+        false,
+        "unless-stopped, stopped by the user"
+    );
+
+    // Stop everything through the new daemon; exit codes are recorded.
+    let t0 = Instant::now();
+    d.remove_all();
+    eprintln!("removed {N} containers in {:?}", t0.elapsed());
+    for pid in &pids[3..] {
+        assert!(!alive(*pid));
+    }
+    let (_, list) = d.call("GET", "/containers/json?all=1", None);
+    assert_eq!(list, json!([]));
+    assert_eq!(
+        std::fs::read_dir(root.join("containers")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn logs_reach_the_file_and_the_journal_with_container_fields() {
+    if tools_missing() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_reg, registries, image) = registry_with_busybox(tmp.path());
+    let journal = tmp.path().join("journal.socket");
+    let sock = UnixDatagram::bind(&journal).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // The journal's side reads every entry until none comes for a while.
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        while let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    });
+    let root = tmp.path().join("root");
+    let d = EngineDaemon::start(
+        &root,
+        &registries,
+        &[("BASALT_JOURNAL_SOCKET", journal.to_str().unwrap())],
+    );
+    pull(&d, &image);
+    let id = d.run(
+        "talker",
+        json!({"Image": image, "Cmd": ["sh", "-c", "echo out-line; echo err-line >&2; i=0; while [ $i -lt 300 ]; do echo padding-line-$i; i=$((i+1)); done"],
+               "HostConfig": {"LogConfig": {"Type": "json-file", "Config": {"max-size": "4k"}}}}),
+    );
+    let v = d.wait_until(&id, 20, |v| v["State"]["Status"] == "exited");
+    assert_eq!(v["State"]["ExitCode"], 0);
+    let got = reader.join().unwrap();
+    assert!(
+        got.len() >= 300,
+        "{} entries reached the journal",
+        got.len()
+    );
+    let out = got.iter().find(|t| t.contains("MESSAGE=out-line")).unwrap();
+    for field in [
+        format!("CONTAINER_ID={}\n", &id[..12]),
+        format!("CONTAINER_ID_FULL={id}\n"),
+        "CONTAINER_NAME=talker\n".to_string(),
+        format!("IMAGE_NAME={image}\n"),
+        "SYSLOG_IDENTIFIER=talker\n".to_string(),
+        "PRIORITY=6\n".to_string(),
+    ] {
+        assert!(out.contains(&field), "{field:?} in {out:?}");
+    }
+    let err = got.iter().find(|t| t.contains("MESSAGE=err-line")).unwrap();
+    assert!(err.contains("PRIORITY=3\n"), "{err}");
+
+    // The log file was rotated at 4 KiB; the newest lines are read back in order.
+    let dir = root.join("containers").join(&id);
+    assert!(std::fs::metadata(dir.join("container.log")).unwrap().len() <= 4096);
+    assert!(dir.join("container.log.1").exists());
+    let (_, body) = api(
+        &d.socket,
+        "GET",
+        &format!("/containers/{id}/logs?stdout=1&stderr=1&tail=2"),
+        None,
+    );
+    assert_eq!(demux(&body).0, "padding-line-298\npadding-line-299\n");
+    let (_, body) = api(
+        &d.socket,
+        "GET",
+        &format!("/containers/{id}/logs?stdout=0&stderr=1"),
+        None,
+    );
+    assert_eq!(
+        demux(&body),
+        (String::new(), String::new()),
+        "err-line was rotated away"
+    );
+    let (_, body) = api(
+        &d.socket,
+        "GET",
+        &format!("/containers/{id}/logs?stdout=1&timestamps=1&tail=1"),
+        None,
+    );
+    let line = demux(&body).0;
+    assert!(
+        line.ends_with("Z padding-line-299\n") && line.starts_with("20"),
+        "{line}"
+    );
+
+    // The engine's own container verbs are clients of the same API.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_basalt-engine"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        cli(&["logs", "--tail", "1", "talker"]).1,
+        "padding-line-299\n"
+    );
+    let (code, out, err) = cli(&[
+        "run",
+        "-d",
+        "--name",
+        "detached",
+        "--restart",
+        "on-failure:1",
+        "-l",
+        "k=v",
+        "-e",
+        "X=1",
+        &image,
+        "sh",
+        "-c",
+        "echo $X; exit 2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let detached = out.trim().to_string();
+    let v = d.wait_until(&detached, 20, |v| {
+        v["State"]["Status"] == "exited" && v["RestartCount"] == 1
+    });
+    assert_eq!(v["State"]["ExitCode"], 2);
+    assert_eq!(v["Config"]["Labels"]["k"], "v");
+    assert_eq!(cli(&["logs", "detached"]).1, "1\n1\n");
+    assert_eq!(cli(&["rm", "detached"]).0, 0);
+    assert_eq!(cli(&["ps", "-q"]).1, "");
+    assert_eq!(cli(&["ps", "-a", "-q"]).1, format!("{}\n", &id[..12]));
+    let (code, out, _) = cli(&["ps", "-a"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Exited (0)") && out.contains("talker"),
+        "{out}"
+    );
+    assert_eq!(cli(&["start", "talker"]).0, 0);
+    let (code, _, err) = cli(&["rm", "-f", "talker", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No such container: nosuch"), "{err}");
+    assert_eq!(cli(&["ps", "-a", "-q"]).1, "", "talker was removed");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_basalt-engine"))
+        .args(["--socket", "/nonexistent/engine.sock", "ps"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/engine.sock"), "{err}");
+    d.remove_all();
+}
+
+#[test]
+fn api_errors_and_nothing_half_created() {
+    if tools_missing() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_reg, registries, image) = registry_with_busybox(tmp.path());
+    let root = tmp.path().join("root");
+    let d = EngineDaemon::start(&root, &registries, &[]);
+    let (st, body) = api(&d.socket, "HEAD", "/_ping", None);
+    assert_eq!((st, body.len()), (200, 0));
+    let (st, v) = d.call("GET", "/v1.99/version", None);
+    assert_eq!(st, 400);
+    assert!(v["message"].as_str().unwrap().contains("too new"), "{v}");
+    let (st, v) = d.call("POST", "/containers/create", Some(&json!({"Image": image})));
+    assert_eq!(st, 404, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("No such image"),
+        "{v}"
+    );
+    pull(&d, &image);
+    let bad = [
+        (
+            json!({"Image": image, "HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}),
+            400,
+            "invalid restart policy",
+        ),
+        (
+            json!({"Image": image, "User": "nosuchuser"}),
+            400,
+            "nosuchuser",
+        ),
+        (
+            json!({"Image": image, "Entrypoint": [], "Cmd": []}),
+            400,
+            "no command",
+        ),
+        (
+            json!({"Image": image, "HostConfig": {"AutoRemove": true, "RestartPolicy": {"Name": "always"}}}),
+            400,
+            "--restart and --rm",
+        ),
+        (
+            json!({"Image": image, "HostConfig": {"NetworkMode": "nosuchnet"}}),
+            404,
+            "nosuchnet",
+        ),
+        (json!({"Image": image, "Tty": true}), 400, "TTY"),
+        (json!({}), 400, "Image is required"),
+    ];
+    for (body, status, needle) in bad {
+        let (st, v) = d.call("POST", "/containers/create?name=bad", Some(&body));
+        assert_eq!(st, status, "{body}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(needle),
+            "{needle:?} in {v}"
+        );
+    }
+    let (st, v) = d.call(
+        "POST",
+        "/containers/create?name=-bad",
+        Some(&json!({"Image": image})),
+    );
+    assert_eq!(st, 400, "{v}");
+    // None of those left a record or a bundle.
+    let (_, list) = d.call("GET", "/containers/json?all=1", None);
+    assert_eq!(list, json!([]));
+    assert_eq!(
+        std::fs::read_dir(root.join("containers"))
+            .map(|r| r.count())
+            .unwrap_or(0),
+        0
+    );
+
+    let id = d.run("one", json!({"Image": image, "Cmd": ["sh", "-c", "trap \"exit 143\" TERM; while true; do sleep 0.1; done"]}));
+    let (st, v) = d.call(
+        "POST",
+        "/containers/create?name=one",
+        Some(&json!({"Image": image})),
+    );
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("already in use"),
+        "{v}"
+    );
+    let (st, _) = d.call("POST", &format!("/containers/{id}/start"), None);
+    assert_eq!(st, 304);
+    for (method, path, status) in [
+        ("GET", "/containers/nosuch/json", 404),
+        ("POST", "/containers/nosuch/start", 404),
+        ("DELETE", "/containers/nosuch", 404),
+        ("GET", "/images/nosuch:v9/json", 404),
+        ("DELETE", "/volumes/nosuch", 404),
+        ("GET", "/exec/nosuch/json", 404),
+        (
+            "GET",
+            "/containers/json?filters=%7B%22colour%22%3A%5B%22red%22%5D%7D",
+            400,
+        ),
+        (
+            "POST",
+            &format!("/containers/{id}/kill?signal=NO%20SUCH"),
+            400,
+        ),
+        ("DELETE", &format!("/containers/{id}"), 409),
+        ("DELETE", &format!("/images/{image}"), 409),
+        ("GET", "/no/such/endpoint", 404),
+    ] {
+        let (st, v) = d.call(method, path, None);
+        assert_eq!(st, status, "{method} {path}: {v}");
+        assert!(v["message"].is_string(), "{method} {path}: {v}");
+    }
+
+    // exec through the API (not hijacked: a plain streaming response).
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{id}/exec"),
+        Some(&json!({"Cmd": ["sh", "-c", "echo $X; id -u; exit 5"], "Env": ["X=exec-env"], "User": "nobody", "AttachStdout": true, "AttachStderr": true})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let exec = v["Id"].as_str().unwrap().to_string();
+    let (st, body) = api(
+        &d.socket,
+        "POST",
+        &format!("/exec/{exec}/start"),
+        Some(&json!({"Detach": false})),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(demux(&body).0, "exec-env\n65534\n");
+    let (_, v) = d.call("GET", &format!("/exec/{exec}/json"), None);
+    assert_eq!(
+        (v["Running"].clone(), v["ExitCode"].clone()),
+        (json!(false), json!(5))
+    );
+
+    // wait: the headers come at once, the status when the container exits.
+    let (st, _) = d.call("POST", &format!("/containers/{id}/kill?signal=TERM"), None);
+    assert_eq!(st, 204);
+    let (st, v) = d.call("POST", &format!("/containers/{id}/wait"), None);
+    assert_eq!((st, v["StatusCode"].clone()), (200, json!(143)));
+    let (st, _) = d.call("DELETE", &format!("/containers/{id}"), None);
+    assert_eq!(st, 204);
+    let (st, v) = d.call("DELETE", &format!("/images/{image}"), None);
+    assert_eq!(st, 200, "{v}");
+}
