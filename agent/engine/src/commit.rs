@@ -23,6 +23,37 @@ use crate::records::ContainerRecord;
 use crate::store::Store;
 
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Upper-dir entries that only make sense together with the lower layers.
+const UNCOMMITTABLE_XATTRS: &[&str] = &["trusted.overlay.redirect", "trusted.overlay.metacopy"];
+
+/// A PAX extended header's records: `LEN KEY=VALUE\n`, LEN counting itself.
+fn pax_records(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        let body = k.len() + v.len() + 3; // space, '=', newline
+        let mut len = body + 1;
+        while len != body + len.to_string().len() {
+            len = body + len.to_string().len();
+        }
+        out.extend_from_slice(format!("{len} {k}=").as_bytes());
+        out.extend_from_slice(v);
+        out.push(b'\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pax_record_lengths_count_themselves() {
+        let r = super::pax_records(&[("SCHILY.xattr.user.a".into(), b"1".to_vec())]);
+        assert_eq!(r, b"25 SCHILY.xattr.user.a=1\n");
+        // 99 bytes without the length; with two digits it would be 101, so three.
+        let long = super::pax_records(&[("k".into(), vec![b'v'; 95])]);
+        assert_eq!(&long[..4], b"102 ");
+        assert_eq!(long.len(), 102);
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct CommitOpts {
@@ -64,6 +95,46 @@ impl TreeWriter<'_> {
             .map_err(tar_err(name))
     }
 
+    /// Refuses overlayfs redirects and metacopy entries (the layer would be
+    /// wrong without the lower layers), and carries `user.*` and
+    /// `security.capability` of a regular file as a PAX header before it.
+    fn xattrs(&mut self, path: &Path, name: &Path, regular: bool) -> Result<(), ArchiveError> {
+        let mut names = vec![0u8; 4096];
+        let Ok(n) = rustix::fs::llistxattr(path, &mut names) else {
+            return Ok(()); // no xattrs, or a file system without them
+        };
+        let mut keep = Vec::new();
+        for key in names[..n].split(|b| *b == 0).filter(|k| !k.is_empty()) {
+            let key = String::from_utf8_lossy(key).into_owned();
+            if self.upper && UNCOMMITTABLE_XATTRS.contains(&key.as_str()) {
+                return Err(ArchiveError::Invalid(format!(
+                    "{}: has {key}; an overlay mounted with redirect_dir or metacopy cannot be committed",
+                    path.display()
+                )));
+            }
+            if regular && (key.starts_with("user.") || key == "security.capability") {
+                let mut v = vec![0u8; 64 << 10];
+                if let Ok(m) = rustix::fs::lgetxattr(path, key.as_str(), &mut v) {
+                    v.truncate(m);
+                    keep.push((format!("SCHILY.xattr.{key}"), v));
+                }
+            }
+        }
+        if keep.is_empty() {
+            return Ok(());
+        }
+        let data = pax_records(&keep);
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        let pax_name = Path::new("PaxHeaders").join(name.file_name().unwrap_or_default());
+        self.tar
+            .append_data(&mut h, pax_name, &data[..])
+            .map_err(tar_err(path))
+    }
+
     fn walk(&mut self, base: &Path, rel: &Path) -> Result<(), ArchiveError> {
         let dir = base.join(rel);
         let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -84,6 +155,7 @@ impl TreeWriter<'_> {
             if ft.is_socket() {
                 continue; // not representable in a tar, as Docker does
             }
+            self.xattrs(&path, &name, ft.is_file())?;
             if ft.is_dir() {
                 self.tar
                     .append_path_with_name(&path, &name)

@@ -314,8 +314,8 @@ fn old_style_docker_archive_with_linked_layers_loads() {
 #[test]
 fn layer_limits_stop_a_decompression_bomb() {
     let tmp = tempfile::tempdir().unwrap();
-    // 64 MiB of zeros: about 64 KiB gzip'd.
-    let big = vec![0u8; 64 << 20];
+    // 24 MiB of zeros: about 24 KiB gzip'd.
+    let big = vec![0u8; 24 << 20];
     let bomb = tar_of(&[("zeros", big)]);
     let gz = gzip(&bomb);
     assert!(gz.len() < 1 << 20, "{}", gz.len());
@@ -705,4 +705,149 @@ fn import_commit_export_save_load_and_push_through_the_api() {
     assert_eq!(st, 400, "{}", String::from_utf8_lossy(&body));
     assert_eq!(d.call("GET", "/images/json", None).1, before);
     d.remove_all();
+}
+
+#[test]
+fn layer_limits_apply_to_pulls() {
+    if tools_missing() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut oci = common::OciDir::new(&tmp.path().join("oci"));
+    let reg = common::Registry::start(None);
+    let bomb = tar_of(&[("zeros", vec![0u8; 24 << 20])]);
+    let img = oci.image(&[bomb], common::Comp::Gzip, "amd64");
+    oci.tag("v1", &img);
+    reg.push(&oci.path, "v1", "bomb:v1", &[]);
+    let registries = tmp.path().join("registries.json");
+    std::fs::write(
+        &registries,
+        format!(
+            r#"{{"insecure": ["{}"], "retries": 0, "layer_limits": {{"max_bytes": 8388608}}}}"#,
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let root = tmp.path().join("root");
+    let name = format!("{}/bomb:v1", reg.addr);
+    let (code, out, err) = engine(&root, &registries, &["pull", &name]);
+    assert_eq!(code, 1, "{out}{err}");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(oci.path.join("blobs/sha256").join(&img.digest[7..])).unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    assert!(
+        err.contains(layer) && err.contains("larger than the limit of 8388608 bytes"),
+        "{err}"
+    );
+    assert_eq!(ok(engine(&root, &registries, &["images", "-q"])), "");
+    assert_eq!(count(&root.join("layers")), 0);
+}
+
+/// The upper-dir walk of commit on a hand-made upper dir: whiteouts, an opaque
+/// directory, a hardlink and a `user.*` xattr go into the layer tar in Docker's
+/// form and come back as overlayfs whiteouts when the store unpacks it; an
+/// overlayfs redirect is refused.
+#[test]
+fn commit_converts_an_upper_dir_to_a_layer_and_back() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIP: needs root for whiteout device nodes and trusted.* xattrs");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = tmp.path().join("upper");
+    std::fs::create_dir_all(upper.join("etc")).unwrap();
+    std::fs::create_dir_all(upper.join("data")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        upper.join("etc/passwd"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0),
+        0,
+    )
+    .unwrap();
+    rustix::fs::setxattr(
+        upper.join("data"),
+        "trusted.overlay.opaque",
+        b"y",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    std::fs::write(upper.join("data/new"), b"new").unwrap();
+    std::fs::hard_link(upper.join("data/new"), upper.join("hard")).unwrap();
+    rustix::fs::setxattr(
+        upper.join("data/new"),
+        "user.note",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+
+    let mut tar = Vec::new();
+    basalt_engine::commit::tree_tar(&upper, true, &mut tar).unwrap();
+    let mut a = tar::Archive::new(&tar[..]);
+    let mut seen = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().to_string_lossy().into_owned();
+        if p == "data/new" {
+            let x: Vec<_> = e
+                .pax_extensions()
+                .unwrap()
+                .unwrap()
+                .map(|x| x.unwrap().key().unwrap().to_string())
+                .collect();
+            assert_eq!(x, vec!["SCHILY.xattr.user.note".to_string()]);
+        }
+        seen.push((p, e.header().entry_type()));
+    }
+    for (name, kind) in [
+        ("etc/.wh.passwd", tar::EntryType::Regular),
+        ("data/.wh..wh..opq", tar::EntryType::Regular),
+        ("data/new", tar::EntryType::Regular),
+        ("hard", tar::EntryType::Link),
+    ] {
+        assert!(
+            seen.iter().any(|(p, k)| p == name && *k == kind),
+            "{name} {kind:?} not in {seen:?}"
+        );
+    }
+    assert!(!seen.iter().any(|(p, _)| p == "etc/passwd"), "{seen:?}");
+
+    // Unpacked by the store: overlayfs whiteouts again.
+    let store = Store::open(&tmp.path().join("root")).unwrap();
+    let diff: basalt_engine::digest::Digest = sha256(&tar).parse().unwrap();
+    let p = store
+        .extract_pending(
+            &tar[..],
+            basalt_engine::media::Compression::None,
+            &diff,
+            &diff,
+        )
+        .unwrap();
+    let dir = store.commit_layer(p).unwrap();
+    let wh = std::fs::symlink_metadata(dir.join("etc/passwd")).unwrap();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    let mut v = [0u8; 4];
+    let n = rustix::fs::getxattr(dir.join("data"), "trusted.overlay.opaque", &mut v).unwrap();
+    assert_eq!(&v[..n], b"y");
+    let n = rustix::fs::getxattr(dir.join("data/new"), "user.note", &mut v).unwrap();
+    assert_eq!(&v[..n], b"kept");
+    assert_eq!(
+        std::fs::metadata(dir.join("hard")).unwrap().ino(),
+        std::fs::metadata(dir.join("data/new")).unwrap().ino()
+    );
+
+    // A redirect (overlay mounted with redirect_dir=on) cannot be committed.
+    rustix::fs::setxattr(
+        upper.join("data"),
+        "trusted.overlay.redirect",
+        b"/old",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let e = basalt_engine::commit::tree_tar(&upper, true, &mut Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("trusted.overlay.redirect"), "{e}");
 }
