@@ -57,6 +57,32 @@ enum Command {
     },
     /// Remove blobs and layers no image uses.
     Gc,
+    /// Write images to one tar that `docker load` and skopeo's docker-archive read.
+    Save {
+        /// The archive to write (replaced atomically).
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load images from a docker-archive or OCI layout tar.
+    Load {
+        /// The archive to read.
+        #[arg(short, long)]
+        input: PathBuf,
+    },
+    /// Make a one-layer image from a root filesystem tar (plain, gzip or zstd).
+    Import {
+        file: PathBuf,
+        /// `REPOSITORY[:TAG]` to give the image.
+        reference: Option<String>,
+        /// A Dockerfile instruction for the config, e.g. `CMD ["sh"]` or `ENV A=1`.
+        #[arg(short, long = "change")]
+        change: Vec<String>,
+        /// The history comment.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
     /// Run a command in a new container in the foreground; exits with its status.
     Run(RunArgs),
     /// Serve the Docker Engine API on `--socket` (root only, mode 0660; see ENGINE.md).
@@ -164,13 +190,17 @@ struct RunArgs {
     command: Vec<String>,
 }
 
-fn registry_client(cli: &Cli) -> anyhow::Result<RegistryClient> {
-    let opts = match std::fs::read(&cli.registries) {
+fn registry_options(cli: &Cli) -> anyhow::Result<RegistryOptions> {
+    Ok(match std::fs::read(&cli.registries) {
         Ok(b) => serde_json::from_slice(&b)
             .with_context(|| format!("parsing {}", cli.registries.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryOptions::default(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", cli.registries.display())),
-    };
+    })
+}
+
+fn registry_client(cli: &Cli) -> anyhow::Result<RegistryClient> {
+    let opts = registry_options(cli)?;
     let auth = AuthStore::load(&cli.auth_file)?;
     Ok(RegistryClient::new(opts, auth)?)
 }
@@ -194,6 +224,45 @@ fn pull(cli: &Cli, store: Arc<Store>, image: &str) -> anyhow::Result<()> {
     let rec = runtime()?.block_on(client.pull(&r, &store, progress))?;
     println!("Digest: {}", rec.manifest);
     println!("{r}");
+    Ok(())
+}
+
+fn save(store: &Store, output: &std::path::Path, images: &[String]) -> anyhow::Result<()> {
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".basalt-save-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        crate::archive::save(store, images, &mut w)
+            .with_context(|| format!("saving to {}", output.display()))?;
+        w.flush()
+            .with_context(|| format!("writing {}", output.display()))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", output.display()))?;
+    tmp.persist(output)
+        .with_context(|| format!("writing {}", output.display()))?;
+    Ok(())
+}
+
+fn load(store: &Store, input: &std::path::Path) -> anyhow::Result<()> {
+    let f = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let loaded = crate::archive::load(store, std::io::BufReader::new(f))
+        .with_context(|| format!("loading {}", input.display()))?;
+    for img in loaded {
+        if img.tags.is_empty() {
+            println!("Loaded image ID: {}", img.id);
+        }
+        for t in img.tags {
+            println!("Loaded image: {t}");
+        }
+    }
     Ok(())
 }
 
@@ -367,7 +436,8 @@ pub fn run() -> anyhow::Result<i32> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let store = Arc::new(Store::open(&cli.root)?);
+    let limits = registry_options(&cli)?.layer_limits;
+    let store = Arc::new(Store::open(&cli.root)?.with_layer_limits(limits));
     match &cli.command {
         Command::Pull { image } => pull(&cli, store, image)?,
         Command::Push { image, destination } => {
@@ -389,6 +459,28 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Gc => {
             let r = store.gc()?;
             println!("removed {} blobs, {} layers", r.blobs.len(), r.layers.len());
+        }
+        Command::Save { output, images } => save(&store, output, images)?,
+        Command::Load { input } => load(&store, input)?,
+        Command::Import {
+            file,
+            reference,
+            change,
+            message,
+        } => {
+            let f =
+                std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+            let opts = crate::archive::ImportOpts {
+                tags: match reference {
+                    Some(r) => vec![crate::archive::parse_tag(r, "REFERENCE")?],
+                    None => Vec::new(),
+                },
+                changes: change.clone(),
+                message: message.clone(),
+            };
+            let id = crate::archive::import(&store, f, &opts)
+                .with_context(|| format!("importing {}", file.display()))?;
+            println!("{id}");
         }
         Command::Run(args) if args.detach => return run_detached(&cli.socket, args),
         Command::Run(args) => return run_container(&store, args),

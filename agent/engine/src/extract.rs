@@ -45,6 +45,32 @@ pub enum ExtractError {
         op: &'static str,
         source: io::Error,
     },
+    #[error(
+        "uncompressed layer is larger than the limit of {limit} bytes (layer_limits.max_bytes)"
+    )]
+    TooLarge { limit: u64 },
+    #[error("layer has more than the limit of {limit} entries (layer_limits.max_entries)")]
+    TooManyEntries { limit: u64 },
+}
+
+/// Bounds on one layer, enforced while it streams, so that a small compressed
+/// blob cannot fill the disk or the inode table (a decompression bomb).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LayerLimits {
+    /// Uncompressed tar bytes, trailing blocks included.
+    pub max_bytes: u64,
+    /// Tar entries (files, directories, links, whiteouts).
+    pub max_entries: u64,
+}
+
+impl Default for LayerLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 32 << 30,
+            max_entries: 2_000_000,
+        }
+    }
 }
 
 /// What an extraction did besides writing files.
@@ -60,15 +86,22 @@ pub struct ExtractReport {
     pub whiteouts: u64,
 }
 
-/// Reader that hashes what passes through it.
+/// Reader that hashes what passes through it and fails once more than `limit`
+/// bytes have passed.
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
+    total: u64,
+    limit: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.total += n as u64;
+        if self.total > self.limit {
+            return Err(io::Error::other("layer size limit"));
+        }
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
@@ -535,9 +568,18 @@ impl Extractor {
 }
 
 /// Unpacks the uncompressed layer tar read from `reader` into the existing, empty
-/// directory `dest`. On error `dest` is left partly filled: the caller extracts into
-/// a temporary directory and removes it.
+/// directory `dest`, within the default [`LayerLimits`]. On error `dest` is left
+/// partly filled: the caller extracts into a temporary directory and removes it.
 pub fn extract_layer<R: Read>(reader: R, dest: &Path) -> Result<ExtractReport, ExtractError> {
+    extract_layer_bounded(reader, dest, &LayerLimits::default())
+}
+
+/// [`extract_layer`] with explicit bounds on the layer's size and entry count.
+pub fn extract_layer_bounded<R: Read>(
+    reader: R,
+    dest: &Path,
+    limits: &LayerLimits,
+) -> Result<ExtractReport, ExtractError> {
     let root = rustix::fs::open(
         dest,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -557,17 +599,37 @@ pub fn extract_layer<R: Read>(reader: R, dest: &Path) -> Result<ExtractReport, E
     let mut hashing = HashingReader {
         inner: reader,
         hasher: Sha256::new(),
+        total: 0,
+        limit: limits.max_bytes,
     };
-    {
+    let result = (|| {
         let mut archive = tar::Archive::new(&mut hashing);
         for e in archive.entries().map_err(ExtractError::Tar)? {
             let e = e.map_err(ExtractError::Tar)?;
             x.report.entries += 1;
+            if x.report.entries > limits.max_entries {
+                return Err(ExtractError::TooManyEntries {
+                    limit: limits.max_entries,
+                });
+            }
             x.entry(e)?;
         }
+        Ok(())
+    })();
+    // The size limit shows up as whatever read error the tar reader made of it.
+    let too_large = || ExtractError::TooLarge {
+        limit: limits.max_bytes,
+    };
+    if hashing.total > limits.max_bytes {
+        return Err(too_large());
     }
+    result?;
     // The diff_id covers the whole stream, including the trailing zero blocks.
-    io::copy(&mut hashing, &mut io::sink()).map_err(ExtractError::Tar)?;
+    let tail = io::copy(&mut hashing, &mut io::sink());
+    if hashing.total > limits.max_bytes {
+        return Err(too_large());
+    }
+    tail.map_err(ExtractError::Tar)?;
     x.finish_dir_times();
     x.report.diff_id = Some(Digest::from_hasher(hashing.hasher));
     Ok(x.report)

@@ -3,9 +3,11 @@
 //! See `ENGINE.md` beside this crate for the on-disk layout and the security notes.
 
 pub mod api;
+pub mod archive;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod commit;
 pub mod container;
 pub mod daemon;
 pub mod digest;

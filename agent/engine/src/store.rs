@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::extract::{extract_layer, ExtractError};
+use crate::extract::{extract_layer_bounded, ExtractError, LayerLimits};
 use crate::fsutil::{sync_dir, write_atomic};
 use crate::media::Compression;
 use crate::reference::Reference;
@@ -126,6 +126,7 @@ pub struct GcReport {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    limits: LayerLimits,
 }
 
 /// An exclusive flock on the store, released on drop.
@@ -144,7 +145,20 @@ impl Store {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
         }
-        Ok(Self { root: root.into() })
+        Ok(Self {
+            root: root.into(),
+            limits: LayerLimits::default(),
+        })
+    }
+
+    /// Bounds every layer extraction (pull, load, import, commit) to `limits`.
+    pub fn with_layer_limits(mut self, limits: LayerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn layer_limits(&self) -> &LayerLimits {
+        &self.limits
     }
 
     pub fn root(&self) -> &Path {
@@ -277,9 +291,11 @@ impl Store {
             .map_err(io_err("creating temp dir in", &tmp_root))?;
         let dir = work.path().join("diff");
         std::fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
-        let report = extract_layer(reader, &dir).map_err(|source| StoreError::Extract {
-            blob: blob.clone(),
-            source,
+        let report = extract_layer_bounded(reader, &dir, &self.limits).map_err(|source| {
+            StoreError::Extract {
+                blob: blob.clone(),
+                source,
+            }
         })?;
         let actual = report.diff_id.unwrap_or_else(|| Digest::of(b""));
         if &actual != diff_id {
@@ -367,6 +383,35 @@ impl Store {
     /// Whether image `id` is recorded. Call with the lock held, or accept a race.
     pub(crate) fn has_image(&self, id: &Digest) -> Result<bool, StoreError> {
         Ok(self.load()?.images.contains_key(id))
+    }
+
+    /// Records an image made on this host (load, import, commit). Each of `tags`
+    /// (stored form, `registry/repo:tag`) moves to it from any image that had it.
+    /// It gets no repo digest: no registry has served it.
+    pub fn record_local(&self, mut image: ImageRecord, tags: &[String]) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        let mut m = self.load()?;
+        for name in tags {
+            for other in m.images.values_mut() {
+                other.repo_tags.remove(name);
+            }
+            image.repo_tags.insert(name.clone());
+        }
+        if let Some(existing) = m.images.get(&image.id) {
+            image.repo_tags.extend(existing.repo_tags.iter().cloned());
+            image
+                .repo_digests
+                .extend(existing.repo_digests.iter().cloned());
+            image.stored_at = existing.stored_at;
+            // The same config is the same image: keep the blobs it already has
+            // (and the manifest its repo digests name).
+            image.manifest = existing.manifest.clone();
+            image.manifest_media_type = existing.manifest_media_type.clone();
+            image.layers = existing.layers.clone();
+        }
+        m.version = METADATA_VERSION;
+        m.images.insert(image.id.clone(), image);
+        self.save(&m)
     }
 
     /// Every image, newest first.

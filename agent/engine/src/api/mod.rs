@@ -3,6 +3,7 @@
 //! progress stream), containers (with attach and logs as multiplexed streams),
 //! exec and volumes. Errors are `{"message": ...}` with Docker's status codes.
 
+mod archive;
 mod containers;
 mod exec;
 mod images;
@@ -283,7 +284,8 @@ fn split_version(path: &str) -> Result<&str, ApiError> {
 
 async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
     let path = req.uri().path().to_string();
-    let q = Query::parse(req.uri().query());
+    let raw_query = req.uri().query().map(String::from);
+    let q = Query::parse(raw_query.as_deref());
     let path = split_version(&path)?.to_string();
     let method = req.method().clone();
     let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -314,7 +316,17 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
             empty(StatusCode::OK)
         }
         (&Method::GET, ["images", "json"]) => images::list(d, &q).await,
+        (&Method::POST, ["images", "create"]) if q.get("fromSrc").is_some() => {
+            archive::import(d, req).await
+        }
         (&Method::POST, ["images", "create"]) => images::pull(d, &q).await,
+        (&Method::GET, ["images", "get"]) => archive::save(d, None, raw_query.as_deref()).await,
+        (&Method::POST, ["images", "load"]) => archive::load(d, req).await,
+        (&Method::GET, ["images", .., "get"]) if seg.len() > 2 => {
+            archive::save(d, Some(seg[1..seg.len() - 1].join("/")), None).await
+        }
+        (&Method::GET, ["containers", id, "export"]) => archive::export(d, id).await,
+        (&Method::POST, ["commit"]) => archive::commit(d, req).await,
         // Image names contain slashes: /images/{name}/json, /images/{name}/tag.
         (&Method::GET, ["images", .., "json"]) if seg.len() > 2 => {
             images::inspect(d, &seg[1..seg.len() - 1].join("/")).await

@@ -42,6 +42,8 @@ pub struct RegistryOptions {
     pub connect_timeout_ms: u64,
     /// The platform picked from an index.
     pub platform: Platform,
+    /// Bounds on every layer the store unpacks (pull, load, import, commit).
+    pub layer_limits: crate::extract::LayerLimits,
 }
 
 impl Default for RegistryOptions {
@@ -58,6 +60,7 @@ impl Default for RegistryOptions {
                 os: "linux".into(),
                 variant: None,
             },
+            layer_limits: Default::default(),
         }
     }
 }
@@ -175,6 +178,11 @@ impl RegistryClient {
             auth,
             tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The layer bounds configured beside the registry settings.
+    pub fn layer_limits(&self) -> crate::extract::LayerLimits {
+        self.opts.layer_limits
     }
 
     fn base(&self, host: &str) -> String {
