@@ -123,7 +123,8 @@ impl Crun {
         }
     }
 
-    fn command(&self, args: &[OsString]) -> Command {
+    /// crun with the global options and, on a hybrid host, its private mount namespace.
+    pub fn command(&self, args: &[OsString]) -> Command {
         let mut c = Command::new(&self.binary);
         c.arg("--root").arg(&self.state_root);
         c.arg(match self.cgroup_manager {
