@@ -134,6 +134,8 @@ pub enum SpecError {
     User { user: String, reason: String },
     #[error("capability {0:?}: not a Linux capability")]
     Capability(String),
+    #[error("--cap-add {0}: the engine itself does not have this capability")]
+    NotInBoundingSet(&'static str),
     #[error("--network joined without a namespace path")]
     NoNetns,
 }
@@ -319,7 +321,10 @@ pub fn runtime_spec(
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options}),
     ];
-    mounts.extend(opts.mounts.iter().map(mount_json));
+    // Parents before children, so that /etc/hosts lands on a volume at /etc.
+    let mut user_mounts: Vec<&MountSpec> = opts.mounts.iter().collect();
+    user_mounts.sort_by_key(|m| m.destination.split('/').filter(|c| !c.is_empty()).count());
+    mounts.extend(user_mounts.into_iter().map(mount_json));
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -397,12 +402,32 @@ fn normalize_cap(name: &str) -> Result<&'static str, SpecError> {
         .ok_or_else(|| SpecError::Capability(name.into()))
 }
 
-/// The capability set: Docker's default (or all, privileged), then `--cap-drop`,
-/// then `--cap-add`, as Docker applies them. `ALL` works in both lists.
+/// The capabilities the engine itself may pass on (its bounding set); a
+/// container cannot get more. All of them if /proc does not say.
+pub fn bounding_set() -> Vec<&'static str> {
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1 << bit) != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// The capability set: Docker's default (or all the engine has, privileged), then
+/// `--cap-drop`, then `--cap-add`, as Docker applies them. `ALL` works in both lists.
 pub fn capabilities(sec: &Security) -> Result<Vec<&'static str>, SpecError> {
     let is_all = |c: &String| c.eq_ignore_ascii_case("ALL");
+    let bounding = bounding_set();
     let mut caps: Vec<&'static str> = if sec.privileged {
-        ALL_CAPABILITIES.to_vec()
+        bounding.clone()
     } else {
         DEFAULT_CAPABILITIES.to_vec()
     };
@@ -414,10 +439,13 @@ pub fn capabilities(sec: &Security) -> Result<Vec<&'static str>, SpecError> {
         caps.retain(|x| *x != c);
     }
     if sec.cap_add.iter().any(is_all) {
-        caps = ALL_CAPABILITIES.to_vec();
+        caps = bounding.clone();
     }
     for c in sec.cap_add.iter().filter(|c| !is_all(c)) {
         let c = normalize_cap(c)?;
+        if !bounding.contains(&c) {
+            return Err(SpecError::NotInBoundingSet(c));
+        }
         if !caps.contains(&c) {
             caps.push(c);
         }

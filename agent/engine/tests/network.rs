@@ -4,6 +4,7 @@
 //! Traffic goes only to 127.0.0.1 and the subnets these tests create.
 
 mod common;
+mod engine_cli;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -12,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{busybox_layer, free_port, missing, Comp, OciDir, Registry};
+use common::{free_port, missing};
+use engine_cli::{wait_for_file, Engine};
 
 /// The tests share the host's firewall and bridges; one at a time.
 static HOST_NET: Mutex<()> = Mutex::new(());
@@ -25,186 +27,6 @@ fn tools_missing() -> bool {
         || missing("/usr/lib/podman/netavark")
         || missing("/usr/lib/podman/aardvark-dns")
         || missing("/usr/sbin/iptables")
-}
-
-/// A layer with /bin/udp-echo, built from tests/fixtures/udp_echo.c.
-fn udp_echo_layer(tmp: &Path) -> Vec<u8> {
-    let bin = tmp.join("udp-echo");
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/udp_echo.c");
-    let out = Command::new("cc")
-        .args(["-static", "-Os", "-o"])
-        .arg(&bin)
-        .arg(src)
-        .output()
-        .expect("running cc (gcc builds the UDP echo server)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let data = std::fs::read(&bin).unwrap();
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_path("bin/udp-echo").unwrap();
-    h.set_mode(0o755);
-    h.set_size(data.len() as u64);
-    h.set_mtime(1_700_000_000);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_cksum();
-    b.append(&h, &data[..]).unwrap();
-    b.into_inner().unwrap()
-}
-
-struct Engine {
-    root: PathBuf,
-    registries: PathBuf,
-    image: String,
-    _reg: Registry,
-    _tmp: tempfile::TempDir,
-}
-
-impl Engine {
-    /// A store with a pulled busybox image.
-    fn new() -> Self {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "networking needs root"
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let mut oci = OciDir::new(&tmp.path().join("oci"));
-        let reg = Registry::start(None);
-        let img = oci.image(
-            &[busybox_layer(), udp_echo_layer(tmp.path())],
-            Comp::Gzip,
-            "amd64",
-        );
-        oci.tag("v1", &img);
-        reg.push(&oci.path, "v1", "busybox:v1", &[]);
-        let registries = tmp.path().join("registries.json");
-        std::fs::write(
-            &registries,
-            format!(r#"{{"insecure": ["{}"], "retries": 0}}"#, reg.addr),
-        )
-        .unwrap();
-        let e = Self {
-            root: tmp.path().join("store"),
-            registries,
-            image: format!("{}/busybox:v1", reg.addr),
-            _reg: reg,
-            _tmp: tmp,
-        };
-        let (code, _, err) = e.cmd(&["pull", &e.image]);
-        assert_eq!(code, 0, "{err}");
-        e
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_basalt-engine"));
-        c.arg("--root")
-            .arg(&self.root)
-            .arg("--registries")
-            .arg(&self.registries)
-            .arg("--auth-file")
-            .arg(self.root.join("no-auth.json"))
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn cmd(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// `run` in the background; the container traps SIGTERM, which the engine
-    /// forwards, so `stop` ends it cleanly.
-    fn spawn(&self, run_args: &[&str], script: &str) -> Background {
-        let script = format!("trap 'exit 0' TERM; {script}; while true; do sleep 0.1; done");
-        let mut args = vec!["run"];
-        args.extend_from_slice(run_args);
-        args.extend_from_slice(&[&self.image, "sh", "-c", &script]);
-        let child = self
-            .command(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Background { child: Some(child) }
-    }
-
-    fn leases(&self) -> usize {
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.root.join("networks.json")).unwrap())
-                .unwrap();
-        v["networks"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|n| n["leases"].as_object().map_or(0, |l| l.len()))
-            .sum()
-    }
-
-    fn entries(&self, sub: &str) -> usize {
-        std::fs::read_dir(self.root.join(sub)).map_or(0, |d| d.count())
-    }
-}
-
-/// A `run` in the background; stopped (SIGTERM, then SIGKILL) on drop, so a failed
-/// test leaves no container behind.
-struct Background {
-    child: Option<Child>,
-}
-
-impl Background {
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().unwrap()
-    }
-
-    /// Panics with the engine's output if it has exited.
-    fn assert_running(&mut self) {
-        if self.child().try_wait().unwrap().is_some() {
-            let (_, out, err) = self.stop();
-            panic!("the engine exited: {out}{err}");
-        }
-    }
-
-    /// SIGTERM to the engine; returns its exit code and output.
-    fn stop(&mut self) -> (i32, String, String) {
-        let child = self.child();
-        if child.try_wait().unwrap().is_none() {
-            let _ = rustix::process::kill_process(
-                rustix::process::Pid::from_child(child),
-                rustix::process::Signal::TERM,
-            );
-        }
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = self.child.take().unwrap().wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.stop();
-        }
-    }
 }
 
 fn sh(cmd: &str) -> String {
@@ -273,18 +95,6 @@ fn udp_echo(port: u16, msg: &str) -> String {
             start.elapsed() < Duration::from_secs(30),
             "no UDP reply from 127.0.0.1:{port}"
         );
-    }
-}
-
-fn wait_for_file(p: &Path) {
-    let start = Instant::now();
-    while !p.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{} never appeared",
-            p.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -369,7 +179,7 @@ fn containers_on_a_user_network_resolve_each_other_by_name() {
     assert_eq!(code, 1);
     assert!(err.contains("network \"appnet\" already exists"), "{err}");
 
-    let signal = e._tmp.path().join("signal");
+    let signal = e.tmp.path().join("signal");
     std::fs::create_dir(&signal).unwrap();
     let ready = signal.join("ready");
     let mut alpha = e.spawn(
