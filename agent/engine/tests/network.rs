@@ -8,8 +8,8 @@ mod engine_cli;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
