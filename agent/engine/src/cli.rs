@@ -90,7 +90,7 @@ enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Remove networks no container uses.
+    /// Remove networks no container uses (the default `bridge` is only taken down).
     #[command(alias = "remove")]
     Rm {
         #[arg(required = true)]
@@ -578,8 +578,18 @@ fn network_verb(store: &Store, c: &NetworkCommand) -> anyhow::Result<()> {
         }
         NetworkCommand::Rm { names } => {
             for n in names {
-                networks.remove(n)?;
-                println!("{n}");
+                // Refuse a network in use before taking it down.
+                let info = networks.inspect(n)?;
+                if let Some(c) = info.containers.keys().find(|c| *c != network::ANCHOR) {
+                    anyhow::bail!("network {n:?} is in use by container {c}");
+                }
+                crate::network_setup::take_down(store.root(), &networks, n)?;
+                if n == network::DEFAULT_NETWORK {
+                    println!("{n}: down (the default network comes back up on next use)");
+                } else {
+                    networks.remove(n)?;
+                    println!("{n}");
+                }
             }
         }
     }

@@ -33,6 +33,8 @@ const USER_POOL: Ipv4Net = Ipv4Net {
 };
 const INTERFACE_PREFIX: &str = "basalt";
 const FILE: &str = "networks.json";
+/// The lease holder of a network's anchor (`network_setup::ensure_up`).
+pub const ANCHOR: &str = "network-anchor";
 const LOCK: &str = "networks.lock";
 
 #[derive(Debug, thiserror::Error)]
@@ -418,7 +420,7 @@ impl Networks {
             .get(name)
             .filter(|r| r.config.is_some())
             .ok_or_else(|| NetworkError::NotFound(name.into()))?;
-        if let Some(c) = rec.leases.values().next() {
+        if let Some(c) = rec.leases.values().find(|c| *c != ANCHOR) {
             return Err(NetworkError::InUse {
                 name: name.into(),
                 container: c.clone(),
@@ -449,6 +451,51 @@ impl Networks {
         rec.leases.insert(ip, container.into());
         self.save(&file)?;
         Ok((config, ip))
+    }
+
+    /// Leases the highest free address of `name` (for the network's anchor).
+    pub fn lease_last(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> Result<(NetworkConfig, Ipv4Addr), NetworkError> {
+        let _l = self.lock()?;
+        let mut file = self.load()?;
+        let rec = file
+            .networks
+            .get_mut(name)
+            .filter(|r| r.config.is_some())
+            .ok_or_else(|| NetworkError::NotFound(name.into()))?;
+        let config = rec.config.clone().unwrap_or_else(|| unreachable!());
+        let ip = (2..=config.subnet.hosts())
+            .rev()
+            .map(|n| config.subnet.host(n))
+            .find(|ip| !rec.leases.contains_key(ip))
+            .ok_or_else(|| NetworkError::Full(name.into()))?;
+        rec.leases.insert(ip, holder.into());
+        self.save(&file)?;
+        Ok((config, ip))
+    }
+
+    /// The address `holder` has on `name`, if any.
+    pub fn leased(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> Result<Option<(NetworkConfig, Ipv4Addr)>, NetworkError> {
+        let _l = self.lock()?;
+        let file = self.load()?;
+        let rec = file
+            .networks
+            .get(name)
+            .filter(|r| r.config.is_some())
+            .ok_or_else(|| NetworkError::NotFound(name.into()))?;
+        let config = rec.config.clone().unwrap_or_else(|| unreachable!());
+        Ok(rec
+            .leases
+            .iter()
+            .find(|(_, h)| *h == holder)
+            .map(|(ip, _)| (config, *ip)))
     }
 
     /// Gives back every address `container` holds on `name`.

@@ -127,7 +127,7 @@ fn published_tcp_and_udp_ports_on_the_default_bridge_and_a_clean_teardown() {
     assert_eq!(e.leases(), 1);
 
     // The same host port again: a clear error, and nothing recorded or left behind.
-    let (containers, netns) = (e.entries("containers"), e.entries("run/netns"));
+    let (containers, netns) = (e.entries("containers"), e.container_netns());
     let (code, _, err) = e.cmd(&[
         "run",
         "-p",
@@ -143,7 +143,7 @@ fn published_tcp_and_udp_ports_on_the_default_bridge_and_a_clean_teardown() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(e.leases(), 1);
     assert_eq!(
-        (e.entries("containers"), e.entries("run/netns")),
+        (e.entries("containers"), e.container_netns()),
         (containers, netns)
     );
     // A page still comes from the first container.
@@ -152,10 +152,25 @@ fn published_tcp_and_udp_ports_on_the_default_bridge_and_a_clean_teardown() {
     let (code, _, err) = web.stop();
     assert_eq!(code, 0, "{err}");
     assert_eq!(e.leases(), 0);
-    assert_eq!(e.entries("run/netns"), 0);
+    assert_eq!(e.container_netns(), 0);
     assert_eq!(e.entries("containers"), 0);
-    assert_eq!(host_net("10.89.0."), before, "teardown left host state");
     assert!(TcpStream::connect(("127.0.0.1", tcp)).is_err());
+    // The container's own rules are gone; the network stays up (like docker0)
+    // until it is taken down, and then nothing is left.
+    let rules = sh("iptables-save");
+    assert!(
+        !rules.contains(&format!("--dport {tcp} ")) && !rules.contains(&format!("--dport {udp} ")),
+        "{rules}"
+    );
+    let (code, out, err) = e.cmd(&["network", "rm", "bridge"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("down"), "{out}");
+    assert_eq!(
+        e.entries("run/netns"),
+        1,
+        "only the anchor's lock file is left"
+    );
+    assert_eq!(host_net("10.89.0."), before, "teardown left host state");
 }
 
 #[test]

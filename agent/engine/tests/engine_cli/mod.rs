@@ -128,8 +128,24 @@ impl Engine {
             .as_object()
             .unwrap()
             .values()
-            .map(|n| n["leases"].as_object().map_or(0, |l| l.len()))
+            .map(|n| {
+                n["leases"]
+                    .as_object()
+                    .map_or(0, |l| l.values().filter(|h| *h != "network-anchor").count())
+            })
             .sum()
+    }
+
+    /// Network namespaces of containers (not of the networks' anchors).
+    pub fn container_netns(&self) -> usize {
+        std::fs::read_dir(self.root.join("run/netns")).map_or(0, |d| {
+            d.filter(|e| {
+                let n = e.as_ref().unwrap().file_name();
+                let n = n.to_string_lossy();
+                !n.starts_with("anchor-") && !n.starts_with(".anchor-")
+            })
+            .count()
+        })
     }
 
     pub fn entries(&self, sub: &str) -> usize {
@@ -139,6 +155,22 @@ impl Engine {
 
 /// A `run` in the background; stopped (SIGTERM, then SIGKILL) on drop, so a failed
 /// test leaves no container behind.
+/// Networks stay up after their containers (like docker0); take every network of
+/// the store down so that a test leaves no bridge, rule or mount behind.
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let Ok(b) = std::fs::read(self.root.join("networks.json")) else {
+            return;
+        };
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+        if let Some(nets) = v["networks"].as_object() {
+            for name in nets.keys() {
+                let _ = self.cmd(&["network", "rm", name]);
+            }
+        }
+    }
+}
+
 pub struct Background {
     child: Option<Child>,
 }
