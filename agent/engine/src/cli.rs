@@ -9,10 +9,13 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::AuthStore;
 use crate::container::{new_container_id, Bundle, Crun};
+use crate::network::{self, Networks};
+use crate::network_setup::{Attachment, EtcFiles, EtcOpts, NetworkRequest, PortMapping};
 use crate::reference::Reference;
 use crate::registry::{Progress, RegistryClient, RegistryOptions};
-use crate::spec::{NetworkMode, RunOpts};
+use crate::spec::{Limits, NetworkMode, RunOpts, Security};
 use crate::store::{Store, DEFAULT_ROOT};
+use crate::volume::{VolumeSpec, Volumes};
 
 const DEFAULT_REGISTRIES: &str = "/etc/basalt/engine/registries.json";
 const DEFAULT_AUTH_FILE: &str = "/etc/basalt/engine/auth.json";
@@ -84,7 +87,7 @@ enum Command {
         message: Option<String>,
     },
     /// Run a command in a new container in the foreground; exits with its status.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the Docker Engine API on `--socket` (root only, mode 0660; see ENGINE.md).
     Daemon,
     /// List containers (through the daemon's API).
@@ -145,6 +148,73 @@ enum Command {
     /// The per-container monitor; the engine starts it, not users.
     #[command(hide = true)]
     Monitor { id: String },
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Manage named volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCommand {
+    /// Create a bridge network with DNS between its containers.
+    Create {
+        /// IPv4 subnet in CIDR form; the next free /24 of 10.89.0.0/16 by default.
+        #[arg(long)]
+        subnet: Option<String>,
+        /// No route out of the network.
+        #[arg(long)]
+        internal: bool,
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks no container uses (the default `bridge` is only taken down).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VolumeCommand {
+    /// Create a named volume (an existing one is kept).
+    Create {
+        /// Label KEY=VALUE.
+        #[arg(short, long = "label")]
+        labels: Vec<String>,
+        name: String,
+    },
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes no container uses.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every volume no container uses.
+    Prune,
 }
 
 #[derive(clap::Args, Debug)]
@@ -162,20 +232,57 @@ struct RunArgs {
     entrypoint: Option<String>,
     #[arg(long)]
     read_only: bool,
-    /// `none` (loopback only) or `host`.
-    #[arg(long, default_value = "none")]
+    /// `bridge` (the default network), a network's name, `none` (loopback only) or `host`.
+    #[arg(long, visible_alias = "net", default_value = network::DEFAULT_NETWORK)]
     network: String,
     #[arg(long)]
     hostname: Option<String>,
+    /// Container name: the hostname's default and a DNS name on user networks.
+    #[arg(long)]
+    name: Option<String>,
+    /// Publish a port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp].
+    #[arg(short, long = "publish")]
+    publish: Vec<String>,
+    /// Nameserver for the container's resolv.conf.
+    #[arg(long)]
+    dns: Vec<std::net::IpAddr>,
+    /// Extra /etc/hosts line, NAME:IP.
+    #[arg(long)]
+    add_host: Vec<String>,
+    /// Bind mount or named volume: /HOST:/CTR[:ro] or NAME:/CTR[:ro].
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// tmpfs mount: /CTR[:size=..,mode=..].
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Memory limit: bytes, or with b, k, m or g.
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// CPUs, e.g. 1.5.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Relative CPU weight.
+    #[arg(long, short = 'c')]
+    cpu_shares: Option<u64>,
+    /// Maximum number of processes (-1: unlimited).
+    #[arg(long, allow_negative_numbers = true)]
+    pids_limit: Option<i64>,
+    #[arg(long)]
+    cap_add: Vec<String>,
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// All capabilities, no seccomp filter, no masked paths.
+    #[arg(long)]
+    privileged: bool,
+    /// `seccomp=unconfined` is supported.
+    #[arg(long)]
+    security_opt: Vec<String>,
     /// Keep the container's files after it exits (they are removed by default).
     #[arg(long, conflicts_with = "detach")]
     keep: bool,
     /// Create and start the container through the daemon's API and print its ID.
     #[arg(short, long)]
     detach: bool,
-    /// Container name (with -d).
-    #[arg(long, requires = "detach")]
-    name: Option<String>,
     /// Restart policy: no, always, on-failure[:N], unless-stopped (with -d).
     #[arg(long, requires = "detach")]
     restart: Option<String>,
@@ -338,36 +445,382 @@ fn run_detached(socket: &std::path::Path, args: &RunArgs) -> anyhow::Result<i32>
     Ok(0)
 }
 
-fn run_container(store: &Store, args: &RunArgs) -> anyhow::Result<i32> {
-    let image = store.resolve(&args.image)?;
-    let opts = RunOpts {
+/// `-m` sizes: bytes, or a number with b, k, m or g (powers of 1024).
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let (num, unit) = match lower.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => lower.split_at(i),
+        None => (lower.as_str(), ""),
+    };
+    let mult: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => anyhow::bail!("--memory {s:?}: expected a number with b, k, m or g"),
+    };
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| *n > 0.0)
+        .with_context(|| format!("--memory {s:?}: expected a positive number with b, k, m or g"))?;
+    Ok((n * mult as f64) as u64)
+}
+
+/// The options that need no setup: limits, security, user, command.
+fn run_options(args: &RunArgs) -> anyhow::Result<RunOpts> {
+    let mut security = Security {
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        privileged: args.privileged,
+        seccomp_unconfined: false,
+    };
+    for o in &args.security_opt {
+        match o.as_str() {
+            "seccomp=unconfined" | "seccomp:unconfined" => security.seccomp_unconfined = true,
+            other => {
+                anyhow::bail!("--security-opt {other:?}: only seccomp=unconfined is supported")
+            }
+        }
+    }
+    crate::spec::capabilities(&security)?;
+    if let Some(c) = args.cpus {
+        anyhow::ensure!(
+            c > 0.0 && c.is_finite(),
+            "--cpus {c}: expected a positive number"
+        );
+    }
+    Ok(RunOpts {
         entrypoint: args.entrypoint.clone().map(|e| vec![e]),
         cmd: args.command.clone(),
         env: args.env.clone(),
         workdir: args.workdir.clone(),
         user: args.user.clone(),
-        hostname: args.hostname.clone(),
+        hostname: None,
         read_only: args.read_only,
-        network: match args.network.as_str() {
-            "none" => NetworkMode::None,
-            "host" => NetworkMode::Host,
-            other => {
-                anyhow::bail!("--network {other:?}: only `none` and `host` are supported so far")
-            }
-        },
+        network: NetworkMode::None,
         memory: None,
+        netns: None,
+        mounts: Vec::new(),
+        limits: Limits {
+            memory: args.memory.as_deref().map(parse_size).transpose()?,
+            cpus: args.cpus,
+            cpu_shares: args.cpu_shares,
+            pids: args.pids_limit,
+        },
+        security,
+    })
+}
+
+/// Runs crun in the foreground with the engine's stdio. SIGINT, SIGTERM and SIGHUP
+/// sent to the engine are passed on to the container, and the engine goes on to
+/// clean up after it exits.
+fn run_foreground(crun: &Crun, bundle: &Bundle) -> anyhow::Result<i32> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    // SAFETY: plain libc signal-set calls on a local set.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
     };
-    let crun = Crun::for_host(&store.root().join("crun"));
-    let id = new_container_id()?;
-    let bundle = Bundle::create(store, &image, &id, &opts)?;
-    let out = crun.run(&bundle);
-    if !args.keep {
-        bundle.remove()?;
+    let mut cmd = crun.command(&[
+        "run".into(),
+        "--bundle".into(),
+        bundle.dir.clone().into(),
+        bundle.id.clone().into(),
+    ]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
     }
-    let out = out?;
-    std::io::stdout().write_all(&out.stdout)?;
-    std::io::stderr().write_all(&out.stderr)?;
-    Ok(out.status.code().unwrap_or(128))
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", crun.binary.display()))?;
+    let forward = crun.clone();
+    let id = bundle.id.clone();
+    std::thread::spawn(move || loop {
+        let mut sig = 0;
+        // SAFETY: waits for one of the blocked signals.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        let name = match sig {
+            libc::SIGINT => "INT",
+            libc::SIGHUP => "HUP",
+            _ => "TERM",
+        };
+        let _ = forward
+            .command(&["kill".into(), id.clone().into(), name.into()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    });
+    let status = child.wait().context("waiting for crun")?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+fn run_container(store: &Store, args: &RunArgs) -> anyhow::Result<i32> {
+    let image = store.resolve(&args.image)?;
+    // Parse every option before anything is set up.
+    let mut opts = run_options(args)?;
+    let volume_specs = args
+        .volume
+        .iter()
+        .map(|v| VolumeSpec::parse(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tmpfs = args
+        .tmpfs
+        .iter()
+        .map(|t| crate::volume::parse_tmpfs(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ports = args
+        .publish
+        .iter()
+        .map(|p| PortMapping::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let add_hosts = args
+        .add_host
+        .iter()
+        .map(|h| EtcOpts::parse_add_host(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let joined = !matches!(args.network.as_str(), "none" | "host");
+    if !ports.is_empty() && !joined {
+        anyhow::bail!(
+            "-p needs a bridge network; it has no effect with --network {}",
+            args.network
+        );
+    }
+    if let Some(n) = &args.name {
+        anyhow::ensure!(
+            network::valid_name(n),
+            "--name {n:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 64 characters"
+        );
+    }
+    let id = new_container_id()?;
+    let short_id = id[..12].to_string();
+    let hostname = args
+        .hostname
+        .clone()
+        .or_else(|| args.name.clone())
+        .unwrap_or_else(|| short_id.clone());
+    opts.hostname = Some(hostname.clone());
+    opts.network = match args.network.as_str() {
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        _ => NetworkMode::Joined,
+    };
+
+    // Set up in order; whatever was set up is undone in reverse on every path.
+    let root = store.root();
+    let volumes = Volumes::open(root);
+    let mounted = crate::volume::prepare(&volumes, &volume_specs)?;
+    let networks = Networks::open(root);
+    let aliases: Vec<String> = args.name.iter().cloned().chain([short_id]).collect();
+    let attachment = if joined {
+        let req = NetworkRequest {
+            network: args.network.clone(),
+            ports,
+            aliases: aliases.clone(),
+        };
+        let name = args.name.clone().unwrap_or_else(|| id.clone());
+        Some(Attachment::setup(root, &networks, &id, &name, &req)?)
+    } else {
+        None
+    };
+    let result = (|| -> anyhow::Result<(i32, Option<EtcFiles>)> {
+        let etc_opts = EtcOpts {
+            hostname,
+            dns: args.dns.clone(),
+            add_hosts,
+        };
+        let etc = match &attachment {
+            Some(a) => EtcFiles::write(
+                root,
+                &id,
+                &etc_opts,
+                Some((std::net::IpAddr::V4(a.address), &aliases)),
+                &a.nameservers(),
+                &a.search_domains(),
+            )?,
+            None if args.network == "host" => EtcFiles::write(
+                root,
+                &id,
+                &etc_opts,
+                None,
+                &crate::network_setup::host_nameservers(),
+                &[],
+            )?,
+            None => EtcFiles::write(root, &id, &etc_opts, None, &[], &[])?,
+        };
+        opts.netns = attachment.as_ref().map(|a| a.netns.path.clone());
+        opts.mounts = etc.mounts();
+        opts.mounts.extend(mounted.mounts.iter().cloned());
+        opts.mounts.extend(tmpfs);
+        let crun = Crun::for_host(&root.join("crun"));
+        let bundle = match Bundle::create(store, &image, &id, &opts) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = etc.remove();
+                return Err(e.into());
+            }
+        };
+        let code = mounted
+            .copy_up(&bundle.rootfs())
+            .map_err(anyhow::Error::from)
+            .and_then(|()| run_foreground(&crun, &bundle));
+        if !args.keep {
+            if let Err(e) = bundle.remove() {
+                eprintln!("basalt-engine: {e}");
+            }
+        }
+        Ok((code?, Some(etc)))
+    })();
+    let mut teardown_failed = false;
+    if let Ok((_, Some(etc))) = &result {
+        if !args.keep {
+            if let Err(e) = etc.remove() {
+                eprintln!("basalt-engine: {e}");
+                teardown_failed = true;
+            }
+        }
+    }
+    if let Some(a) = attachment {
+        if let Err(e) = a.teardown(&networks) {
+            eprintln!("basalt-engine: {e}");
+            teardown_failed = true;
+        }
+    }
+    drop(mounted);
+    let (code, _) = result?;
+    anyhow::ensure!(!teardown_failed, "cleaning up after the container failed");
+    Ok(code)
+}
+
+fn network_verb(store: &Store, c: &NetworkCommand) -> anyhow::Result<()> {
+    let networks = Networks::open(store.root());
+    match c {
+        NetworkCommand::Create {
+            subnet,
+            internal,
+            name,
+        } => {
+            let opts = network::CreateOpts {
+                subnet: subnet.as_deref().map(str::parse).transpose()?,
+                internal: *internal,
+                interface: None,
+            };
+            println!("{}", networks.create(name, &opts)?.id);
+        }
+        NetworkCommand::Ls { quiet } => {
+            let mut out = std::io::stdout().lock();
+            if !quiet {
+                writeln!(
+                    out,
+                    "{:<14} {:<24} {:<8} {:<18} DNS",
+                    "NETWORK ID", "NAME", "DRIVER", "SUBNET"
+                )?;
+            }
+            for n in networks.list()? {
+                let c = &n.config;
+                if *quiet {
+                    writeln!(out, "{}", &c.id[..12])?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<14} {:<24} {:<8} {:<18} {}",
+                        &c.id[..12],
+                        c.name,
+                        c.driver,
+                        c.subnet.to_string(),
+                        c.dns_enabled
+                    )?;
+                }
+            }
+        }
+        NetworkCommand::Inspect { names } => {
+            let all = names
+                .iter()
+                .map(|n| networks.inspect(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        NetworkCommand::Rm { names } => {
+            for n in names {
+                // Refuse a network in use before taking it down.
+                let info = networks.inspect(n)?;
+                if let Some(c) = info.containers.keys().find(|c| *c != network::ANCHOR) {
+                    anyhow::bail!("network {n:?} is in use by container {c}");
+                }
+                crate::network_setup::take_down(store.root(), &networks, n)?;
+                if n == network::DEFAULT_NETWORK {
+                    println!("{n}: down (the default network comes back up on next use)");
+                } else {
+                    networks.remove(n)?;
+                    println!("{n}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn volume_verb(store: &Store, c: &VolumeCommand) -> anyhow::Result<()> {
+    let volumes = Volumes::open(store.root());
+    match c {
+        VolumeCommand::Create { labels, name } => {
+            let labels = labels
+                .iter()
+                .map(|l| {
+                    l.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .with_context(|| format!("--label {l:?}: expected KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            println!("{}", volumes.create(name, labels)?.meta.name);
+        }
+        VolumeCommand::Ls { quiet } => {
+            let mut out = std::io::stdout().lock();
+            if !quiet {
+                writeln!(out, "{:<8} VOLUME NAME", "DRIVER")?;
+            }
+            for v in volumes.list()? {
+                if *quiet {
+                    writeln!(out, "{}", v.meta.name)?;
+                } else {
+                    writeln!(out, "{:<8} {}", v.meta.driver, v.meta.name)?;
+                }
+            }
+        }
+        VolumeCommand::Inspect { names } => {
+            let all = names
+                .iter()
+                .map(|n| volumes.inspect(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        VolumeCommand::Rm { names } => {
+            for n in names {
+                volumes.remove(n)?;
+                println!("{n}");
+            }
+        }
+        VolumeCommand::Prune => {
+            for n in volumes.prune()? {
+                println!("Deleted: {n}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs one API call per container, printing each name as Docker does; the
@@ -543,6 +996,8 @@ pub fn run() -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Command::Monitor { id } => return crate::monitor::run(&cli.root, id),
+        Command::Network(c) => network_verb(&store, c)?,
+        Command::Volume(c) => volume_verb(&store, c)?,
     }
     Ok(0)
 }

@@ -3,7 +3,7 @@
 //! security profile (capabilities, masked and read-only paths).
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -60,6 +60,48 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace.
     Host,
+    /// The namespace at `RunOpts::netns`, set up by netavark (`network_setup.rs`).
+    Joined,
+}
+
+/// A mount that `-v`, `--tmpfs` or the engine itself (`/etc/hosts`) adds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountSpec {
+    pub destination: String,
+    pub kind: MountKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountKind {
+    /// A recursive bind mount of a host path (a bind path or a named volume's `_data`).
+    Bind { source: PathBuf, read_only: bool },
+    /// A tmpfs with extra mount options such as `size=64m` or `mode=1777`.
+    Tmpfs { options: Vec<String> },
+}
+
+/// cgroup limits (`-m`, `--cpus`, `--cpu-shares`, `--pids-limit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    /// CPUs as a fraction, e.g. 1.5: quota = cpus * period.
+    pub cpus: Option<f64>,
+    pub cpu_shares: Option<u64>,
+    pub pids: Option<i64>,
+}
+
+/// The CFS period Docker uses for `--cpus`.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Capabilities, seccomp and `--privileged`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Security {
+    /// `CAP_X` or `X`, or `ALL`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// All capabilities, no seccomp, no masked or read-only paths, /sys writable.
+    pub privileged: bool,
+    /// `--security-opt seccomp=unconfined`.
+    pub seccomp_unconfined: bool,
 }
 
 /// What `docker run` options change in the spec.
@@ -76,6 +118,12 @@ pub struct RunOpts {
     pub network: NetworkMode,
     /// Memory limit in bytes; needs a cgroup manager.
     pub memory: Option<u64>,
+    /// The network namespace to join with `NetworkMode::Joined`.
+    pub netns: Option<PathBuf>,
+    /// Volumes, binds, tmpfs and the engine's /etc files, in order.
+    pub mounts: Vec<MountSpec>,
+    pub limits: Limits,
+    pub security: Security,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +132,12 @@ pub enum SpecError {
     NoCommand,
     #[error("user {user:?}: {reason}")]
     User { user: String, reason: String },
+    #[error("capability {0:?}: not a Linux capability")]
+    Capability(String),
+    #[error("--cap-add {0}: the engine itself does not have this capability")]
+    NotInBoundingSet(&'static str),
+    #[error("--network joined without a namespace path")]
+    NoNetns,
 }
 
 /// Entrypoint + Cmd as Docker combines them.
@@ -216,6 +270,7 @@ pub fn runtime_spec(
     hostname: &str,
 ) -> Result<Value, SpecError> {
     let args = command(config, opts)?;
+    let hostname = opts.hostname.as_deref().unwrap_or(hostname);
     let image = config.config.clone().unwrap_or_default();
     let user = opts.user.clone().or(image.user).unwrap_or_default();
     let (uid, gid) = resolve_user(rootfs, &user)?;
@@ -225,24 +280,51 @@ pub fn runtime_spec(
         .or(image.working_dir)
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
-    let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
+    let caps = capabilities(&opts.security)?;
+    let privileged = opts.security.privileged;
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if opts.network == NetworkMode::None {
-        namespaces.push(json!({"type": "network"}));
+    match opts.network {
+        NetworkMode::None => namespaces.push(json!({"type": "network"})),
+        NetworkMode::Host => {}
+        NetworkMode::Joined => {
+            let path = opts.netns.as_ref().ok_or(SpecError::NoNetns)?;
+            namespaces.push(json!({"type": "network", "path": path}));
+        }
     }
-    let mut linux = json!({
-        "namespaces": namespaces,
-        "maskedPaths": MASKED_PATHS,
-        "readonlyPaths": READONLY_PATHS,
-    });
-    if let Some(limit) = opts.memory {
-        linux["resources"] = json!({"memory": {"limit": limit}});
+    let mut linux = json!({"namespaces": namespaces});
+    if !privileged {
+        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        if !opts.security.seccomp_unconfined {
+            linux["seccomp"] = crate::seccomp::default_profile(&caps);
+        }
     }
+    let resources = resources(opts);
+    if resources != json!({}) {
+        linux["resources"] = resources;
+    }
+    let sys_options = if privileged {
+        json!(["nosuid", "noexec", "nodev"])
+    } else {
+        json!(["nosuid", "noexec", "nodev", "ro"])
+    };
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options}),
+    ];
+    // Parents before children, so that /etc/hosts lands on a volume at /etc.
+    let mut user_mounts: Vec<&MountSpec> = opts.mounts.iter().collect();
+    user_mounts.sort_by_key(|m| m.destination.split('/').filter(|c| !c.is_empty()).count());
+    mounts.extend(user_mounts.into_iter().map(mount_json));
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -256,16 +338,155 @@ pub fn runtime_spec(
         },
         "root": {"path": rootfs, "readonly": opts.read_only},
         "hostname": hostname,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
+        "mounts": mounts,
         "linux": linux,
     }))
+}
+
+/// Every capability Linux 6.x knows, for `--privileged` and `--cap-add ALL`.
+pub const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+fn normalize_cap(name: &str) -> Result<&'static str, SpecError> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    ALL_CAPABILITIES
+        .iter()
+        .find(|c| **c == full)
+        .copied()
+        .ok_or_else(|| SpecError::Capability(name.into()))
+}
+
+/// The capabilities the engine itself may pass on (its bounding set); a
+/// container cannot get more. All of them if /proc does not say.
+pub fn bounding_set() -> Vec<&'static str> {
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1 << bit) != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// The capability set: Docker's default (or all the engine has, privileged), then
+/// `--cap-drop`, then `--cap-add`, as Docker applies them. `ALL` works in both lists.
+pub fn capabilities(sec: &Security) -> Result<Vec<&'static str>, SpecError> {
+    let is_all = |c: &String| c.eq_ignore_ascii_case("ALL");
+    let bounding = bounding_set();
+    let mut caps: Vec<&'static str> = if sec.privileged {
+        bounding.clone()
+    } else {
+        DEFAULT_CAPABILITIES.to_vec()
+    };
+    if sec.cap_drop.iter().any(is_all) {
+        caps.clear();
+    }
+    for c in sec.cap_drop.iter().filter(|c| !is_all(c)) {
+        let c = normalize_cap(c)?;
+        caps.retain(|x| *x != c);
+    }
+    if sec.cap_add.iter().any(is_all) {
+        caps = bounding.clone();
+    }
+    for c in sec.cap_add.iter().filter(|c| !is_all(c)) {
+        let c = normalize_cap(c)?;
+        if !bounding.contains(&c) {
+            return Err(SpecError::NotInBoundingSet(c));
+        }
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    Ok(caps)
+}
+
+/// `linux.resources`: the limits that are set, in the OCI spec's units.
+pub fn resources(opts: &RunOpts) -> Value {
+    let mut r = json!({});
+    if let Some(limit) = opts.limits.memory.or(opts.memory) {
+        r["memory"] = json!({"limit": limit});
+    }
+    if let Some(cpus) = opts.limits.cpus {
+        r["cpu"]["quota"] = json!((cpus * CPU_PERIOD_US as f64).round() as i64);
+        r["cpu"]["period"] = json!(CPU_PERIOD_US);
+    }
+    if let Some(shares) = opts.limits.cpu_shares {
+        r["cpu"]["shares"] = json!(shares);
+    }
+    if let Some(pids) = opts.limits.pids {
+        r["pids"] = json!({"limit": pids});
+    }
+    r
+}
+
+fn mount_json(m: &MountSpec) -> Value {
+    match &m.kind {
+        MountKind::Bind { source, read_only } => {
+            let mut options = vec!["rbind", "rprivate"];
+            if *read_only {
+                options.push("ro");
+            }
+            json!({"destination": m.destination, "type": "bind", "source": source, "options": options})
+        }
+        MountKind::Tmpfs { options } => {
+            let mut o: Vec<String> = vec!["nosuid".into(), "nodev".into()];
+            o.extend(options.iter().cloned());
+            json!({"destination": m.destination, "type": "tmpfs", "source": "tmpfs", "options": o})
+        }
+    }
 }
 
 #[cfg(test)]

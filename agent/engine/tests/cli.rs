@@ -73,14 +73,17 @@ fn pull_images_run_tag_rmi() {
         "{out}"
     );
 
-    let (code, out, err) = e.cmd(&["run", &name, "echo", "hello"]);
+    // Networking has its own tests (tests/network.rs); this store stays off the bridge.
+    let (code, out, err) = e.cmd(&["run", "--network", "none", &name, "echo", "hello"]);
     assert_eq!((code, out.as_str()), (0, "hello\n"), "{err}");
-    let (code, _, _) = e.cmd(&["run", &name, "sh", "-c", "exit 3"]);
+    let (code, _, _) = e.cmd(&["run", "--network", "none", &name, "sh", "-c", "exit 3"]);
     assert_eq!(code, 3);
 
     assert_eq!(e.cmd(&["tag", &name, "localhost/bb:mine"]).0, 0);
     let (code, out, _) = e.cmd(&[
         "run",
+        "--network",
+        "none",
         "-e",
         "X=42",
         "localhost/bb:mine",
