@@ -20,6 +20,10 @@ use crate::store::{ImageRecord, Store, StoreError};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CGROUP_UNIFIED: &str = "/sys/fs/cgroup/unified";
+/// On a cgroup2-only host, containers and their monitors live below this cgroup,
+/// outside the engine service's own: the init system kills a service's whole
+/// cgroup when it stops or restarts it, and containers must outlive the daemon.
+pub const CONTAINERS_CGROUP: &str = "basalt-containers.slice";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -84,6 +88,19 @@ pub fn cgroup_layout() -> CgroupLayout {
     } else {
         CgroupLayout::Legacy
     }
+}
+
+/// Moves the calling process into `CONTAINERS_CGROUP/<leaf>` on a cgroup2-only
+/// host (nothing to do elsewhere). The monitors call this so that stopping the
+/// engine's service, which kills the service's cgroup, leaves them running.
+pub fn leave_service_cgroup(leaf: &str) -> Result<(), ContainerError> {
+    if cgroup_layout() != CgroupLayout::Unified {
+        return Ok(());
+    }
+    let dir = Path::new(CGROUP_ROOT).join(CONTAINERS_CGROUP).join(leaf);
+    std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let procs = dir.join("cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string()).map_err(io_err("writing", &procs))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,7 +372,11 @@ impl Bundle {
             .hostname
             .clone()
             .unwrap_or_else(|| self.id[..self.id.len().min(12)].to_string());
-        let spec = runtime_spec(config, opts, &self.rootfs(), &hostname)?;
+        let mut spec = runtime_spec(config, opts, &self.rootfs(), &hostname)?;
+        if cgroup_layout() == CgroupLayout::Unified {
+            spec["linux"]["cgroupsPath"] =
+                serde_json::json!(format!("/{CONTAINERS_CGROUP}/{}", self.id));
+        }
         let p = self.dir.join("config.json");
         let bytes = serde_json::to_vec_pretty(&spec).map_err(|source| ContainerError::Config {
             image: image.id.to_string(),

@@ -26,6 +26,25 @@ pub struct DaemonOpts {
     pub registry: RegistryClient,
 }
 
+/// Tells the service manager the API socket is up (sd_notify `READY=1` on
+/// `NOTIFY_SOCKET`, a path or an abstract `@name`); nothing when it is unset.
+fn notify_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let target = target.to_string_lossy().into_owned();
+    let addr = match target.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&target),
+    };
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(b"READY=1", &a));
+    if let Err(e) = sent {
+        tracing::warn!(socket = %target, error = %e, "could not notify readiness");
+    }
+}
+
 pub fn run(opts: DaemonOpts) -> anyhow::Result<i32> {
     let store = Arc::new(Store::open(&opts.root)?.with_layer_limits(opts.registry.layer_limits()));
     let exe = std::env::current_exe().context("finding the basalt-engine binary")?;
@@ -48,6 +67,7 @@ pub fn run(opts: DaemonOpts) -> anyhow::Result<i32> {
     rt.block_on(async move {
         let listener = api::bind(&opts.socket)?;
         tracing::info!(socket = %opts.socket.display(), root = %opts.root.display(), "engine listening");
+        notify_ready();
         // Containers whose policy starts them with the engine, and exits missed
         // while no daemon ran, first; then the same rules on every exit.
         let c = containers.clone();

@@ -284,6 +284,8 @@ struct Running {
 }
 
 fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
+    crate::container::leave_service_cgroup("monitors")
+        .context("leaving the engine service's cgroup")?;
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .context("becoming a child subreaper")?;
     let store = Store::open(root)?;
