@@ -166,10 +166,20 @@ fn twenty_containers_outlive_a_killed_daemon() {
     assert_eq!(st, 200);
     let (out, _) = demux(&logs);
     assert!(out.starts_with("hello 5\ntick\n"), "{out}");
-    let log_after = std::fs::metadata(root.join("containers").join(&ids[5]).join("container.log"))
-        .unwrap()
-        .len();
-    assert!(log_after > log_before, "{log_after} > {log_before}");
+    // And go on logging (a line every 0.2 s): the file grows.
+    let log_len = || {
+        std::fs::metadata(root.join("containers").join(&ids[5]).join("container.log"))
+            .unwrap()
+            .len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while log_len() <= log_before {
+        assert!(
+            Instant::now() < deadline,
+            "the log stayed at {log_before} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Stopped by the user: unless-stopped stays down after a daemon restart, always does not.
     for id in &ids[..2] {
