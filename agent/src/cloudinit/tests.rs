@@ -54,6 +54,9 @@ runcmd:\n  - echo hi\npackages: [vim]\nfrobnicate: true\ncontainers:\n  - {name:
 fn a_full_first_boot() {
     let mut host = TestHost::new();
     seed(&host, "iid-1", TYPICAL);
+    let engine = host.path(crate::cloudinit::modules::containers::ENGINE);
+    std::fs::create_dir_all(engine.parent().unwrap()).unwrap();
+    std::fs::write(&engine, b"").unwrap();
     let (ci, reports) = boot(&mut host);
     assert_eq!(
         reports[0].datasource.as_deref(),
@@ -75,6 +78,12 @@ fn a_full_first_boot() {
     let argvs = host.argvs();
     assert!(argvs[0].ends_with("scripts/part-000"), "{argvs:?}");
     assert!(argvs[1].ends_with("scripts/runcmd"), "{argvs:?}");
+    // Then the container: looked up, pulled, created and started by the engine.
+    assert!(argvs[2].ends_with("basalt-engine inspect web"), "{argvs:?}");
+    assert!(
+        argvs[4].contains("basalt-engine run -d --name web"),
+        "{argvs:?}"
+    );
     // One warning for the package key, one for the unknown key.
     let problems: Vec<String> = reports
         .iter()
@@ -210,6 +219,9 @@ fn large_user_data_and_timing_of_a_typical_config() {
 fn stages_in_three_processes_hand_the_seed_on() {
     let mut host = TestHost::new();
     seed(&host, "iid-split", TYPICAL);
+    let engine = host.path(crate::cloudinit::modules::containers::ENGINE);
+    std::fs::create_dir_all(engine.parent().unwrap()).unwrap();
+    std::fs::write(&engine, b"").unwrap();
     let mut local = CloudInit::new(options());
     let report = local.run_stage(Stage::Local, &mut host);
     assert!(report.datasource.is_some());
@@ -232,7 +244,10 @@ fn stages_in_three_processes_hand_the_seed_on() {
     let mut fin = CloudInit::new(options());
     fin.resume(&mut host);
     let report = fin.run_stage(Stage::Final, &mut host);
-    assert_eq!(report.modules_run, ["write_files_deferred", "scripts_user"]);
+    assert_eq!(
+        report.modules_run,
+        ["write_files_deferred", "scripts_user", "containers_start"]
+    );
     let argvs = host.argvs();
     assert!(argvs[0].ends_with("scripts/part-000"), "{argvs:?}");
     assert!(argvs[1].ends_with("scripts/runcmd"), "{argvs:?}");
@@ -243,9 +258,16 @@ fn stages_in_three_processes_hand_the_seed_on() {
     assert_eq!(state.stages.len(), 4);
     // The next boot of the same instance runs none of them again.
     std::fs::remove_file(host.path(state::RUN_SEED)).unwrap();
-    let commands = host.commands.len();
+    // Only the per-boot container check talks to the engine again.
+    let not_engine = |host: &TestHost| {
+        host.argvs()
+            .iter()
+            .filter(|a| !a.contains("basalt-engine"))
+            .count()
+    };
+    let commands = not_engine(&host);
     boot(&mut host);
-    assert_eq!(host.commands.len(), commands);
+    assert_eq!(not_engine(&host), commands);
 }
 
 /// The bad MIME user-data of the ConfigDrive VM test, on a test host:

@@ -251,11 +251,180 @@ pub fn run(ctx: &mut Ctx) {
     ctx.outputs.containers = specs;
 }
 
+/// The engine's command line, as an image with `engine: true` carries it.
+pub const ENGINE: &str = "/usr/bin/basalt-engine";
+
+fn port_arg(p: &PortMapping) -> String {
+    let mut arg = String::new();
+    if let Some(ip) = &p.host_ip {
+        arg.push_str(&if ip.contains(':') {
+            format!("[{ip}]:")
+        } else {
+            format!("{ip}:")
+        });
+    }
+    if let Some(port) = p.host_port {
+        arg.push_str(&format!("{port}:"));
+    }
+    format!("{arg}{}/{}", p.container_port, p.protocol)
+}
+
+/// `basalt-engine run -d ...` for one container: the same options a user
+/// would give `docker run`.
+pub fn run_argv(spec: &ContainerSpec) -> Vec<String> {
+    let mut argv: Vec<String> = [ENGINE, "run", "-d", "--name", &spec.name]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    argv.extend(["--restart".to_string(), spec.restart.clone()]);
+    for (k, v) in &spec.env {
+        argv.extend(["-e".to_string(), format!("{k}={v}")]);
+    }
+    for p in &spec.ports {
+        argv.extend(["-p".to_string(), port_arg(p)]);
+    }
+    for v in &spec.volumes {
+        let ro = if v.read_only { ":ro" } else { "" };
+        argv.extend(["-v".to_string(), format!("{}:{}{ro}", v.source, v.target)]);
+    }
+    argv.push(spec.image.clone());
+    argv.extend(spec.command.iter().flatten().cloned());
+    argv
+}
+
+fn engine(ctx: &mut Ctx, args: &[&str]) -> Result<Vec<u8>, String> {
+    let mut argv = vec![ENGINE.to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    run_engine(ctx, &argv)
+}
+
+fn run_engine(ctx: &mut Ctx, argv: &[String]) -> Result<Vec<u8>, String> {
+    match ctx.host.run(argv, None) {
+        Ok(out) if out.success() => Ok(out.output),
+        Ok(out) => Err(String::from_utf8_lossy(&out.output).trim().to_string()),
+        Err(err) => Err(format!("running {}: {err}", argv[0])),
+    }
+}
+
+/// The final-stage module (every boot, after the engine is up): each container
+/// the config stage handed over is created and started through the engine's
+/// API (pulling its image first), or started if an earlier boot created it
+/// and it is not running. From then on its restart policy is the engine's.
+pub fn start(ctx: &mut Ctx) {
+    let file = ctx.host.path(&containers_file());
+    let specs: Vec<ContainerSpec> = match std::fs::read(&file) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(specs) => specs,
+            Err(err) => {
+                ctx.diags
+                    .source_error("containers", format!("{}: {err}", file.display()));
+                return;
+            }
+        },
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+        Err(err) => {
+            ctx.diags
+                .source_error("containers", format!("reading {}: {err}", file.display()));
+            return;
+        }
+    };
+    if specs.is_empty() {
+        return;
+    }
+    if !ctx.host.path(ENGINE).exists() {
+        ctx.diags.source_error(
+            "containers",
+            format!(
+                "this image has no {ENGINE} (manifest key `engine: true`); {} container(s) not started",
+                specs.len()
+            ),
+        );
+        return;
+    }
+    for spec in &specs {
+        let known: Option<serde_json::Value> = engine(ctx, &["inspect", &spec.name])
+            .ok()
+            .and_then(|out| serde_json::from_slice(&out).ok());
+        let result = match known {
+            Some(v) if v["State"]["Running"] == true => Ok(()),
+            Some(_) => engine(ctx, &["start", &spec.name]).map(drop),
+            None => {
+                // A failed pull is not the end: the image may already be stored.
+                let pulled = engine(ctx, &["pull", &spec.image]);
+                run_engine(ctx, &run_argv(spec))
+                    .map(drop)
+                    .map_err(|err| match pulled {
+                        Err(pull) => format!("{err} (pulling {}: {pull})", spec.image),
+                        Ok(_) => err,
+                    })
+            }
+        };
+        if let Err(err) = result {
+            ctx.diags
+                .source_error("containers", format!("container {}: {err}", spec.name));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cloudinit::host::test_support::TestHost;
     use crate::cloudinit::modules::test_support::run_on;
+
+    #[test]
+    fn the_final_stage_creates_each_container_through_the_engine() {
+        let mut host = TestHost::new();
+        let cfg = "containers:\n  - name: web\n    image: reg:5000/web:1\n    command: [httpd, -f]\n    env: {A: 1}\n    ports: ['127.0.0.1:8080:80', '53/udp']\n    volumes: ['html:/srv:ro']\n    restart: always\n";
+        run_on(&mut host, cfg, run);
+        // Without the engine binary in the image: one clear error, nothing run.
+        let (diags, _) = run_on(&mut host, cfg, start);
+        assert!(host.commands.is_empty());
+        assert!(
+            diags.items[0].message.contains("engine: true"),
+            "{:?}",
+            diags.items
+        );
+        let engine = host.path(ENGINE);
+        std::fs::create_dir_all(engine.parent().unwrap()).unwrap();
+        std::fs::write(&engine, b"").unwrap();
+        // `inspect` answers nothing usable: the container is new.
+        let (diags, _) = run_on(&mut host, cfg, start);
+        assert!(diags.items.is_empty(), "{:?}", diags.items);
+        let argv: Vec<String> = host.commands.iter().map(|(a, _)| a.join(" ")).collect();
+        assert_eq!(
+            argv,
+            [
+                format!("{ENGINE} inspect web"),
+                format!("{ENGINE} pull reg:5000/web:1"),
+                format!("{ENGINE} run -d --name web --restart always -e A=1 -p 127.0.0.1:8080:80/tcp -p 53/udp -v html:/srv:ro reg:5000/web:1 httpd -f"),
+            ]
+        );
+        // Known and stopped: started, not created again.
+        host.commands.clear();
+        host.reply.output = br#"{"State": {"Running": false}}"#.to_vec();
+        run_on(&mut host, cfg, start);
+        let argv: Vec<String> = host.commands.iter().map(|(a, _)| a.join(" ")).collect();
+        assert_eq!(
+            argv,
+            [
+                format!("{ENGINE} inspect web"),
+                format!("{ENGINE} start web")
+            ]
+        );
+        // A failing engine is reported with the container's name.
+        host.commands.clear();
+        host.reply.code = Some(1);
+        host.reply.output = b"no such image".to_vec();
+        let (diags, _) = run_on(&mut host, cfg, start);
+        assert!(
+            diags.items[0]
+                .message
+                .contains("container web: no such image"),
+            "{:?}",
+            diags.items
+        );
+    }
 
     #[test]
     fn ports_and_volumes() {

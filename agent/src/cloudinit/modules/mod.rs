@@ -231,6 +231,13 @@ pub const MODULES: &[Module] = &[
         Frequency::PerInstance,
         commands::scripts_user,
     ),
+    // After runcmd and the scripts, which may prepare what containers mount.
+    module(
+        "containers_start",
+        Stage::Final,
+        Frequency::Always,
+        containers::start,
+    ),
 ];
 
 /// The modules of one stage.
