@@ -651,3 +651,248 @@ packages: [htop]
     assert!(problems.contains("rot13"), "{status}");
     assert!(problems.contains("packages"), "{status}");
 }
+
+/// `docker-registry` on a free 127.0.0.1 port (the guest reaches it as
+/// 10.0.2.2), holding the busybox image that `ci/busybox-oci` writes, pushed
+/// with skopeo. Killed on drop.
+struct TestRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    fn start_with_busybox() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (package docker-registry, ci/install-deps)");
+        let reg = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let oci = reg._dir.path().join("oci");
+        let made = std::process::Command::new(repo_root().join("ci/busybox-oci"))
+            .arg(&oci)
+            .status()
+            .unwrap();
+        assert!(made.success(), "ci/busybox-oci failed");
+        let pushed = std::process::Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", oci.display()))
+            .arg(format!("docker://127.0.0.1:{port}/busybox:v1"))
+            .status()
+            .expect("skopeo (ci/install-deps)");
+        assert!(pushed.success(), "skopeo copy failed");
+        reg
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The engine on a booted host: its daemon starts at boot, pulls from a real
+/// registry, runs a `--restart always` container whose output lands in the
+/// journal with the container fields, keeps it running through a SIGKILL of
+/// the daemon, and runs it again after a reboot; the unmodified docker CLI
+/// lists it through the API socket forwarded over SSH.
+#[test]
+fn engine_runs_a_container_again_after_a_reboot_with_its_logs_in_the_journal() {
+    if !enabled("engine_runs_a_container_again_after_a_reboot_with_its_logs_in_the_journal") {
+        return;
+    }
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let reg = TestRegistry::start_with_busybox();
+    let h = SshVm::boot_with("BASALT_TEST_SSH_IMAGE", "engine", &[], true, &[]);
+    h.vm.wait_for_ssh(h.port, &h.key, BOOT_TIMEOUT).unwrap();
+    h.wait_service("engine", "ready", |s| s["state"] == "running");
+
+    let image = format!("10.0.2.2:{}/busybox:v1", reg.port);
+    h.ssh(&format!(
+        "mkdir -p /etc/basalt/engine && printf '{{\"insecure\": [\"10.0.2.2:{}\"]}}\\n' > /etc/basalt/engine/registries.json",
+        reg.port
+    ));
+    let t = Instant::now();
+    h.ssh(&format!("basaltctl container pull {image}"));
+    record_metric(&format!(
+        "engine VM: pull of the busybox image over QEMU user networking {:.2} s",
+        t.elapsed().as_secs_f64()
+    ));
+    let id = h
+        .ssh(&format!(
+            "basaltctl container run -d --name ticker --restart always {image} sh -c 'i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done'"
+        ))
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "run -d prints the ID: {id}");
+
+    let inspect = |h: &SshVm| -> serde_json::Value {
+        serde_json::from_str(&h.ssh("basaltctl container inspect ticker")).unwrap()
+    };
+    let wait_ticks = |h: &SshVm, what: &str| {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let logs = h.ssh("basaltctl container logs --tail 5 ticker");
+            if logs.lines().any(|l| l.starts_with("tick ")) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: no ticks in {logs:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait_ticks(&h, "first run");
+    let first = inspect(&h);
+    assert_eq!(first["State"]["Running"], true, "{first}");
+    let pid = first["State"]["Pid"].as_u64().unwrap();
+
+    // The journal has the container's lines with Docker's journald-driver fields.
+    let journal_line = |h: &SshVm, args: &str| -> serde_json::Value {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let out = h.ssh(&format!(
+                "basaltctl journal -o json {args} CONTAINER_NAME=ticker -n 1"
+            ));
+            if let Some(l) = out.lines().last() {
+                return serde_json::from_str(l).unwrap();
+            }
+            assert!(Instant::now() < deadline, "no journal line for {args}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let e = journal_line(&h, "-b");
+    assert!(e["MESSAGE"].as_str().unwrap().starts_with("tick "), "{e}");
+    assert_eq!(e["CONTAINER_ID"], &id[..12]);
+    assert_eq!(e["CONTAINER_ID_FULL"], id.as_str());
+    assert_eq!(e["IMAGE_NAME"], image.as_str());
+    let first_boot = e["_BOOT_ID"].as_str().unwrap().to_string();
+
+    // The unmodified docker CLI, through the API socket forwarded over SSH.
+    let sock = h._dir.path().join("engine.sock");
+    let mut fwd = std::process::Command::new("ssh")
+        .args(["-N", "-p", &h.port.to_string(), "-i"])
+        .arg(&h.key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+        ])
+        .arg(format!("{}:/run/basalt/engine.sock", sock.display()))
+        .arg("root@127.0.0.1")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "the SSH forward did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let docker = std::process::Command::new("docker")
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(["ps", "--format", "{{.Names}} {{.Image}} {{.Status}}"])
+        .output()
+        .expect("docker CLI (docker.io's client, ci/install-deps)");
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    let listed = String::from_utf8_lossy(&docker.stdout);
+    assert!(
+        docker.status.success() && listed.starts_with(&format!("ticker {image} Up")),
+        "docker ps: {listed}{}",
+        String::from_utf8_lossy(&docker.stderr)
+    );
+
+    // The daemon killed: PID 1 restarts it, and the container never stopped
+    // (its monitor left the engine service's cgroup).
+    h.ssh("pkill -KILL -f '^/usr/bin/basalt-engine daemon'");
+    h.wait_service("engine", "restarted", |s| {
+        s["restarts"].as_u64().unwrap_or(0) >= 1 && s["state"] == "running"
+    });
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let after_kill = loop {
+        if let Some(v) =
+            h.vm.ssh(h.port, &h.key, "basaltctl container inspect ticker")
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted daemon never answered"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        after_kill["State"]["Pid"].as_u64(),
+        Some(pid),
+        "{after_kill}"
+    );
+    assert_eq!(after_kill["State"]["Running"], true);
+
+    // A reboot: the engine starts at boot and runs the container again.
+    h.ssh("basaltctl reboot");
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    while h.vm.console_text().matches("ready (commit ").count() < 2 {
+        assert!(Instant::now() < deadline, "no second boot");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ready_at = Instant::now();
+    h.vm.wait_for_ssh(h.port, &h.key, BOOT_TIMEOUT).unwrap();
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let out =
+            h.vm.ssh(h.port, &h.key, "basaltctl container inspect ticker")
+                .unwrap();
+        let v: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+        if v.as_ref().is_some_and(|v| v["State"]["Running"] == true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ticker not running after the reboot: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    record_metric(&format!(
+        "engine VM: --restart always container running {:.1} s after the second boot's ready line",
+        ready_at.elapsed().as_secs_f64()
+    ));
+    wait_ticks(&h, "after the reboot");
+    let now = journal_line(&h, "-b");
+    assert_ne!(now["_BOOT_ID"], first_boot.as_str());
+    assert_eq!(now["CONTAINER_ID_FULL"], id.as_str());
+    let before = journal_line(&h, "-b -1");
+    assert_eq!(before["_BOOT_ID"], first_boot.as_str());
+    assert!(before["MESSAGE"].as_str().unwrap().starts_with("tick "));
+}
