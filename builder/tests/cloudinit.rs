@@ -816,13 +816,17 @@ fn cloud_init_from_nocloud_over_http() {
         return;
     }
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let (port, log) = serve(|req| {
+    // The containers: key end to end: the registry on the host, reached by the
+    // guest as 10.0.2.2, made insecure (HTTP) for the engine by write_files.
+    let reg = TestRegistry::start_with_busybox();
+    let user_data = format!(
+        "#cloud-config\nwrite_files:\n  - path: /etc/basalt-ci/http.txt\n    content: over HTTP\n  - path: /etc/basalt/engine/registries.json\n    content: '{{\"insecure\": [\"10.0.2.2:{p}\"]}}'\ncontainers:\n  - name: hello\n    image: 10.0.2.2:{p}/busybox:v1\n    command: while true; do echo from cloud-init; sleep 2; done\n    restart: always\n",
+        p = reg.port
+    );
+    let (port, log) = serve(move |req| {
         match req.path.as_str() {
         "/meta-data" => (200, b"instance-id: iid-http-1\nlocal-hostname: http-node\n".to_vec()),
-        "/user-data" => (
-            200,
-            b"#cloud-config\nwrite_files:\n  - path: /etc/basalt-ci/http.txt\n    content: over HTTP\n".to_vec(),
-        ),
+        "/user-data" => (200, user_data.clone().into_bytes()),
         "/vendor-data" => {
             std::thread::sleep(Duration::from_secs(3));
             (200, b"#cloud-config\n".to_vec())
@@ -858,6 +862,20 @@ fn cloud_init_from_nocloud_over_http() {
     // One try and two retries each, no more.
     assert_eq!(tries("/network-config"), 3, "{seen:?}");
     assert_eq!(tries("/vendor-data"), 3, "{seen:?}");
+    // The container from containers: runs, and its output is in the journal.
+    g.wait_final();
+    let c: serde_json::Value =
+        serde_json::from_str(&g.ssh("basaltctl container inspect hello")).unwrap();
+    assert_eq!(c["State"]["Running"], true, "{c}");
+    assert_eq!(c["HostConfig"]["RestartPolicy"]["Name"], "always", "{c}");
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while !g
+        .ssh("basaltctl journal -o cat CONTAINER_NAME=hello")
+        .contains("from cloud-init")
+    {
+        assert!(Instant::now() < deadline, "no container output in the journal");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     g.poweroff();
 }
 

@@ -35,3 +35,65 @@ pub fn slow_tests_enabled(name: &str) -> bool {
 pub fn basalt() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_basalt"))
 }
+
+/// `docker-registry` on a free 127.0.0.1 port (the guest reaches it as
+/// 10.0.2.2), holding the busybox image that `ci/busybox-oci` writes, pushed
+/// with skopeo. Killed on drop.
+pub struct TestRegistry {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    pub fn start_with_busybox() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = basalt_builder::vm::free_port().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (package docker-registry, ci/install-deps)");
+        let reg = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "docker-registry did not listen");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let oci = reg._dir.path().join("oci");
+        let made = std::process::Command::new(repo_root().join("ci/busybox-oci"))
+            .arg(&oci)
+            .status()
+            .unwrap();
+        assert!(made.success(), "ci/busybox-oci failed");
+        let pushed = std::process::Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", oci.display()))
+            .arg(format!("docker://127.0.0.1:{port}/busybox:v1"))
+            .status()
+            .expect("skopeo (ci/install-deps)");
+        assert!(pushed.success(), "skopeo copy failed");
+        reg
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
