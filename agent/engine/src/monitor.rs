@@ -253,7 +253,11 @@ pub fn run(root: &Path, id: &str) -> anyhow::Result<i32> {
     // SAFETY: fd 3 is the sync pipe handed over by `spawn` (or nothing at all).
     let mut report = Report(
         if rustix::io::fcntl_getfd(unsafe { rustix::fd::BorrowedFd::borrow_raw(3) }).is_ok() {
-            Some(unsafe { std::fs::File::from_raw_fd(3) })
+            // Close-on-exec: netavark and the aardvark-dns it leaves running must
+            // not hold the pipe open, or the engine would never see its end.
+            let f = unsafe { std::fs::File::from_raw_fd(3) };
+            let _ = rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::CLOEXEC);
+            Some(f)
         } else {
             None
         },
