@@ -13,7 +13,7 @@ use crate::api::{self, Daemon};
 use crate::lifecycle::Containers;
 use crate::registry::RegistryClient;
 use crate::store::Store;
-use crate::volumes::Volumes;
+use crate::volume::Volumes;
 
 /// How often the records file is checked for changes (a monitor recording an
 /// exit), and how often restart policies are looked at regardless (backoff timers).
@@ -49,7 +49,7 @@ pub fn run(opts: DaemonOpts) -> anyhow::Result<i32> {
     let store = Arc::new(Store::open(&opts.root)?.with_layer_limits(opts.registry.layer_limits()));
     let exe = std::env::current_exe().context("finding the basalt-engine binary")?;
     let containers = Arc::new(Containers::new(store.clone(), exe));
-    let volumes = Arc::new(Volumes::open(&opts.root)?);
+    let volumes = Arc::new(Volumes::open(&opts.root));
     let d = Arc::new(Daemon {
         store,
         containers: containers.clone(),

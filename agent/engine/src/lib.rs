@@ -28,4 +28,3 @@ pub mod spec;
 pub mod store;
 pub mod timefmt;
 pub mod volume;
-pub mod volumes;

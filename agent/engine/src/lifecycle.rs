@@ -103,8 +103,9 @@ impl Containers {
         let config: ImageConfig = serde_json::from_slice(&self.store.read_blob(&image.id)?)
             .map_err(|e| LifecycleError::Invalid(format!("image {}: config: {e}", image.id)))?;
         let mut spec = opts.spec.clone();
-        spec.argv = command(&config, &spec.run_opts()).map_err(ContainerError::from)?;
         let id = new_container_id()?;
+        let root = self.store.root();
+        spec.argv = command(&config, &spec.run_opts(root, &id)).map_err(ContainerError::from)?;
         let rec = ContainerRecord {
             name: opts.name.clone().unwrap_or_else(|| generated_name(&id)),
             id: id.clone(),
@@ -117,9 +118,18 @@ impl Containers {
             log_max_size: opts.log_max_size,
             state: ContainerState::default(),
         };
+        // Named volumes are created on demand, as Docker does.
+        let volumes = crate::volume::Volumes::open(root);
+        for m in &rec.spec.mounts {
+            if let crate::records::MountRecord::Volume { name, .. } = m {
+                volumes
+                    .create(name, Default::default())
+                    .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
+            }
+        }
         // The record first (it checks the name), then the files; undo on failure.
         self.store.add_container(rec.clone())?;
-        if let Err(e) = Bundle::create(&self.store, &image, &id, &rec.spec.run_opts()) {
+        if let Err(e) = Bundle::create(&self.store, &image, &id, &rec.spec.run_opts(root, &id)) {
             let _ = self.store.remove_container_record(&id);
             return Err(e.into());
         }

@@ -22,9 +22,14 @@ use anyhow::Context;
 use crate::container::{Bundle, Crun};
 use crate::journal_send::{JournalSender, JOURNAL_SOCKET};
 use crate::logfile::{LogWriter, Stream, LOG_FILE};
-use crate::records::{ContainerRecord, Status};
+use crate::network::Networks;
+use crate::network_setup::{
+    host_nameservers, Attachment, EtcFiles, EtcOpts, Netns, NetworkRequest,
+};
+use crate::records::{netns_path, ContainerRecord, MountRecord, Status};
 use crate::store::Store;
 use crate::timefmt::now_ns;
+use crate::volume::{Mounted, VolumeSpec, Volumes};
 
 /// Written by the monitor (stderr and tracing) into the bundle directory.
 pub const MONITOR_LOG: &str = "monitor.log";
@@ -248,7 +253,11 @@ pub fn run(root: &Path, id: &str) -> anyhow::Result<i32> {
     // SAFETY: fd 3 is the sync pipe handed over by `spawn` (or nothing at all).
     let mut report = Report(
         if rustix::io::fcntl_getfd(unsafe { rustix::fd::BorrowedFd::borrow_raw(3) }).is_ok() {
-            Some(unsafe { std::fs::File::from_raw_fd(3) })
+            // Close-on-exec: netavark and the aardvark-dns it leaves running must
+            // not hold the pipe open, or the engine would never see its end.
+            let f = unsafe { std::fs::File::from_raw_fd(3) };
+            let _ = rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::CLOEXEC);
+            Some(f)
         } else {
             None
         },
@@ -281,6 +290,115 @@ struct Running {
     crun: Crun,
     bundle: Bundle,
     pumps: Vec<std::thread::JoinHandle<()>>,
+    attached: Attached,
+}
+
+/// What the monitor sets up for one run of the container and holds while it runs:
+/// volume leases, the network attachment (namespace, address lease, port sockets)
+/// and the /etc files. Dropping it undoes all of it, on every path, so a container
+/// restarted by its policy gets a fresh attachment.
+struct Attached {
+    root: PathBuf,
+    id: String,
+    networks: Networks,
+    attachment: Option<Attachment>,
+    etc: Option<EtcFiles>,
+    _volumes: Mounted,
+}
+
+impl Attached {
+    fn setup(root: &Path, rec: &ContainerRecord) -> anyhow::Result<Self> {
+        let spec = &rec.spec;
+        let networks = Networks::open(root);
+        // A monitor that died (SIGKILL, a reboot) may have left its attachment.
+        if spec.joins_network() {
+            let ns = netns_path(root, &rec.id);
+            if ns.exists() {
+                let _ = Netns { path: ns }.remove();
+            }
+            if let Ok(Some(_)) = networks.leased(&spec.network, &rec.id) {
+                let _ = networks.release(&spec.network, &rec.id);
+            }
+        }
+        let volumes = Volumes::open(root);
+        let specs: Vec<VolumeSpec> = spec
+            .mounts
+            .iter()
+            .filter_map(MountRecord::volume_spec)
+            .collect();
+        let mounted = crate::volume::prepare(&volumes, &specs)?;
+        let mut me = Self {
+            root: root.into(),
+            id: rec.id.clone(),
+            networks,
+            attachment: None,
+            etc: None,
+            _volumes: mounted,
+        };
+        let hostname = spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| rec.short_id().to_string());
+        let etc_opts = EtcOpts {
+            hostname,
+            dns: spec.dns.clone(),
+            add_hosts: spec.extra_hosts.clone(),
+        };
+        let etc = if spec.joins_network() {
+            let aliases: Vec<String> = [rec.name.clone(), rec.short_id().to_string()]
+                .into_iter()
+                .chain(spec.aliases.iter().cloned())
+                .collect();
+            let req = NetworkRequest {
+                network: spec.network.clone(),
+                ports: spec.ports.clone(),
+                aliases: aliases.clone(),
+            };
+            let a = Attachment::setup(root, &me.networks, &rec.id, &rec.name, &req)?;
+            let etc = EtcFiles::write(
+                root,
+                &rec.id,
+                &etc_opts,
+                Some((std::net::IpAddr::V4(a.address), &aliases)),
+                &a.nameservers(),
+                &a.search_domains(),
+            );
+            me.attachment = Some(a);
+            etc?
+        } else if spec.network == "host" {
+            EtcFiles::write(root, &rec.id, &etc_opts, None, &host_nameservers(), &[])?
+        } else {
+            EtcFiles::write(root, &rec.id, &etc_opts, None, &[], &[])?
+        };
+        me.etc = Some(etc);
+        Ok(me)
+    }
+
+    fn copy_up(&self, rootfs: &Path) -> anyhow::Result<()> {
+        Ok(self._volumes.copy_up(rootfs)?)
+    }
+
+    /// Undoes everything, reporting each failure and going on past it.
+    fn teardown(&mut self) {
+        if let Some(a) = self.attachment.take() {
+            if let Err(e) = a.teardown(&self.networks) {
+                tracing::warn!(id = self.id, error = %e, "network teardown");
+            }
+        }
+        if let Some(etc) = self.etc.take() {
+            if let Err(e) = etc.remove() {
+                tracing::warn!(id = self.id, error = %e, "removing the /etc files");
+            }
+        }
+        let _ = &self.root;
+        self._volumes = Mounted::default();
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.teardown();
+    }
 }
 
 fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
@@ -296,8 +414,10 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     // Whatever crun remembers of an earlier run (or an earlier boot) goes first.
     let _ = crun.delete(&rec.id);
     bundle.ensure_mounted(&store, &image)?;
-    // Networking plugs in here: the container's network namespace is set up by
-    // the network module before `crun create` (see `spec::NetworkMode`).
+    // Volumes, the network attachment and the /etc files, before `crun create`;
+    // undone when `attached` drops (a failed start) or after the container exits.
+    let attached = Attached::setup(root, &rec)?;
+    attached.copy_up(&bundle.rootfs())?;
     let log = Arc::new(Mutex::new(
         LogWriter::open(&bundle.dir.join(LOG_FILE), rec.log_max_size)
             .with_context(|| format!("opening {}", bundle.dir.join(LOG_FILE).display()))?,
@@ -360,7 +480,14 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         return Err(e.into());
     }
     let me = std::process::id();
+    let (ip, gateway, published) = match &attached.attachment {
+        Some(a) => (Some(a.address), Some(a.network.gateway), a.ports.clone()),
+        None => (None, None, Vec::new()),
+    };
     store.update_container(id, |r| {
+        r.state.ip_address = ip;
+        r.state.gateway = gateway;
+        r.state.published = published.clone();
         r.state.status = Status::Running;
         r.state.pid = pid;
         r.state.monitor_pid = me;
@@ -377,12 +504,13 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         crun,
         bundle,
         pumps,
+        attached,
     })
 }
 
 impl Running {
     /// Reaps children until the container's init exits; records its exit code.
-    fn supervise(self, root: &Path, id: &str) -> anyhow::Result<i32> {
+    fn supervise(mut self, root: &Path, id: &str) -> anyhow::Result<i32> {
         let code = loop {
             let mut status = 0;
             // SAFETY: plain waitpid on any child (we are a subreaper).
@@ -407,11 +535,15 @@ impl Running {
         if let Err(e) = self.crun.delete(id) {
             tracing::warn!(error = %e, "crun delete");
         }
+        self.attached.teardown();
         if let Err(e) = self.bundle.unmount() {
             tracing::warn!(error = %e, "unmounting the rootfs");
         }
         let store = Store::open(root)?;
         store.update_container(id, |r| {
+            r.state.ip_address = None;
+            r.state.gateway = None;
+            r.state.published.clear();
             r.state.status = Status::Exited;
             r.state.pid = 0;
             r.state.exit_code = code;

@@ -63,7 +63,8 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -79,7 +80,7 @@ impl Protocol {
 }
 
 /// One `-p` option.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortMapping {
     /// The host address to publish on; all addresses when `None`.
     pub host_ip: Option<IpAddr>,
@@ -164,6 +165,11 @@ fn reserve_ports(ports: &mut [PortMapping]) -> Result<Vec<Reservation>, SetupErr
     Ok(held)
 }
 
+/// Fails as a start would if a published port is in use, without keeping it.
+pub fn check_ports_free(ports: &[PortMapping]) -> Result<(), SetupError> {
+    reserve_ports(&mut ports.to_vec()).map(drop)
+}
+
 /// What a container asks of its network.
 #[derive(Clone, Debug, Default)]
 pub struct NetworkRequest {
@@ -207,6 +213,13 @@ pub struct EtcFiles {
 }
 
 impl EtcFiles {
+    /// Where container `id`'s files are (written or not).
+    pub fn at(store_root: &Path, container_id: &str) -> Self {
+        Self {
+            dir: store_root.join("run").join(container_id),
+        }
+    }
+
     /// Writes the files. `address` is the container's own address on its network;
     /// `nameservers` are used when `--dns` is not given.
     pub fn write(
@@ -217,9 +230,8 @@ impl EtcFiles {
         nameservers: &[IpAddr],
         search: &[String],
     ) -> Result<Self, SetupError> {
-        let dir = store_root.join("run").join(container_id);
-        std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let files = Self { dir };
+        let files = Self::at(store_root, container_id);
+        std::fs::create_dir_all(&files.dir).map_err(io_err("creating", &files.dir))?;
         let mut hosts =
             String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         if let Some((ip, names)) = address {

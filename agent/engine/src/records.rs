@@ -3,14 +3,17 @@
 //! of each container writes its state (running, exit code) into the same file.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::fsutil::write_atomic;
-use crate::spec::{NetworkMode, RunOpts};
+use crate::network_setup::{EtcFiles, PortMapping};
+use crate::spec::{Limits, MountKind, MountSpec, NetworkMode, RunOpts, Security};
 use crate::store::{Store, StoreError};
+use crate::volume::{VolumeSpec, Volumes};
 
 const RECORDS_FILE: &str = "containers.json";
 const RECORDS_VERSION: u32 = 1;
@@ -34,8 +37,102 @@ impl Status {
     }
 }
 
-/// What the container runs: fixed at create time.
+/// A mount of a daemon container, as recorded (paths resolved at start).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum MountRecord {
+    /// A host path, bind-mounted recursively.
+    Bind {
+        source: PathBuf,
+        destination: String,
+        read_only: bool,
+    },
+    /// A named volume (`ROOT/volumes/NAME/_data`), leased while the container runs.
+    Volume {
+        name: String,
+        destination: String,
+        read_only: bool,
+    },
+    Tmpfs {
+        destination: String,
+        options: Vec<String>,
+    },
+}
+
+impl From<VolumeSpec> for MountRecord {
+    fn from(v: VolumeSpec) -> Self {
+        match v {
+            VolumeSpec::Bind {
+                source,
+                destination,
+                read_only,
+            } => MountRecord::Bind {
+                source,
+                destination,
+                read_only,
+            },
+            VolumeSpec::Named {
+                name,
+                destination,
+                read_only,
+            } => MountRecord::Volume {
+                name,
+                destination,
+                read_only,
+            },
+        }
+    }
+}
+
+impl MountRecord {
+    /// The `-v` form of a bind or volume mount (`None` for tmpfs).
+    pub fn volume_spec(&self) -> Option<VolumeSpec> {
+        match self.clone() {
+            MountRecord::Bind {
+                source,
+                destination,
+                read_only,
+            } => Some(VolumeSpec::Bind {
+                source,
+                destination,
+                read_only,
+            }),
+            MountRecord::Volume {
+                name,
+                destination,
+                read_only,
+            } => Some(VolumeSpec::Named {
+                name,
+                destination,
+                read_only,
+            }),
+            MountRecord::Tmpfs { .. } => None,
+        }
+    }
+
+    pub fn destination(&self) -> &str {
+        match self {
+            MountRecord::Bind { destination, .. }
+            | MountRecord::Volume { destination, .. }
+            | MountRecord::Tmpfs { destination, .. } => destination,
+        }
+    }
+}
+
+/// cgroup limits as recorded; CPUs in billionths (Docker's `NanoCpus`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct LimitsRecord {
+    pub memory: Option<u64>,
+    pub nano_cpus: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    pub pids: Option<i64>,
+}
+
+/// What the container runs: fixed at create time. Fields added after the first
+/// release default, so older records still load.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ContainerSpec {
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Vec<String>,
@@ -44,15 +141,74 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     pub hostname: Option<String>,
     pub read_only: bool,
-    /// `none` or `host` (see [`crate::spec::NetworkMode`]).
+    /// `none`, `host`, `bridge` (the default network) or a user network's name.
     pub network: String,
     pub labels: BTreeMap<String, String>,
     /// The command as resolved against the image: `Path` and `Args` in inspect.
     pub argv: Vec<String>,
+    /// Published ports as asked for (host port 0: a free one at each start).
+    pub ports: Vec<PortMapping>,
+    /// Extra DNS names of the container on a user network.
+    pub aliases: Vec<String>,
+    pub dns: Vec<IpAddr>,
+    pub extra_hosts: Vec<(String, IpAddr)>,
+    pub mounts: Vec<MountRecord>,
+    pub limits: LimitsRecord,
+    pub security: Security,
+}
+
+/// Where a container's network namespace is pinned (`network_setup`).
+pub fn netns_path(root: &Path, id: &str) -> PathBuf {
+    root.join("run").join("netns").join(id)
 }
 
 impl ContainerSpec {
-    pub fn run_opts(&self) -> RunOpts {
+    /// Whether the container joins a netavark network (`bridge` or a user network).
+    pub fn joins_network(&self) -> bool {
+        !matches!(self.network.as_str(), "none" | "host" | "")
+    }
+
+    /// The spec's options for container `id` of the store at `root`: the network
+    /// namespace, the /etc files and the volumes are at fixed paths, which the
+    /// monitor sets up before each start.
+    pub fn run_opts(&self, root: &Path, id: &str) -> RunOpts {
+        let mut mounts = EtcFiles::at(root, id).mounts();
+        for m in &self.mounts {
+            mounts.push(match m {
+                MountRecord::Bind {
+                    source,
+                    destination,
+                    read_only,
+                } => MountSpec {
+                    destination: destination.clone(),
+                    kind: MountKind::Bind {
+                        source: source.clone(),
+                        read_only: *read_only,
+                    },
+                },
+                MountRecord::Volume {
+                    name,
+                    destination,
+                    read_only,
+                } => MountSpec {
+                    destination: destination.clone(),
+                    kind: MountKind::Bind {
+                        source: Volumes::open(root).data_path(name),
+                        read_only: *read_only,
+                    },
+                },
+                MountRecord::Tmpfs {
+                    destination,
+                    options,
+                } => MountSpec {
+                    destination: destination.clone(),
+                    kind: MountKind::Tmpfs {
+                        options: options.clone(),
+                    },
+                },
+            });
+        }
+        let l = &self.limits;
         RunOpts {
             entrypoint: self.entrypoint.clone(),
             cmd: self.cmd.clone(),
@@ -61,11 +217,20 @@ impl ContainerSpec {
             user: self.user.clone(),
             hostname: self.hostname.clone(),
             read_only: self.read_only,
-            network: if self.network == "host" {
-                NetworkMode::Host
-            } else {
-                NetworkMode::None
+            network: match self.network.as_str() {
+                "host" => NetworkMode::Host,
+                _ if self.joins_network() => NetworkMode::Joined,
+                _ => NetworkMode::None,
             },
+            netns: self.joins_network().then(|| netns_path(root, id)),
+            mounts,
+            limits: Limits {
+                memory: l.memory,
+                cpus: l.nano_cpus.map(|n| n as f64 / 1e9),
+                cpu_shares: l.cpu_shares,
+                pids: l.pids,
+            },
+            security: self.security.clone(),
             ..Default::default()
         }
     }
@@ -131,6 +296,7 @@ impl RestartPolicy {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ContainerState {
     pub status: Status,
     /// The container's init process, as seen from the host.
@@ -151,6 +317,11 @@ pub struct ContainerState {
     pub restart_count: u32,
     /// An OOM or signal is reported in the exit code (128+N) as Docker does.
     pub oom_killed: bool,
+    /// While running on a network: the address, the gateway and the ports as
+    /// published (free ports filled in).
+    pub ip_address: Option<std::net::Ipv4Addr>,
+    pub gateway: Option<std::net::Ipv4Addr>,
+    pub published: Vec<PortMapping>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -93,7 +93,8 @@ pub struct Limits {
 pub const CPU_PERIOD_US: u64 = 100_000;
 
 /// Capabilities, seccomp and `--privileged`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Security {
     /// `CAP_X` or `X`, or `ALL`.
     pub cap_add: Vec<String>,

@@ -62,12 +62,19 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
+fn local() -> String {
+    "local".into()
+}
+
+/// Volumes made by the daemon's first release had `created_ns` and no driver;
+/// they load with `created` 0.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VolumeMeta {
     pub name: String,
+    #[serde(default = "local")]
     pub driver: String,
     /// Seconds since the epoch.
+    #[serde(default)]
     pub created: u64,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -110,6 +117,11 @@ impl Volumes {
         Self {
             dir: store_root.join("volumes"),
         }
+    }
+
+    /// Where volume `name`'s files are (whether it exists or not).
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join(DATA)
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, VolumeError> {

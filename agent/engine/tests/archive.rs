@@ -473,7 +473,15 @@ fn save_is_read_by_skopeo_and_load_reads_skopeo_output() {
         let o = ok(engine(
             &root2,
             &registries,
-            &["run", name, "sh", "-c", "echo $GREETING from $(pwd)"],
+            &[
+                "run",
+                "--network",
+                "none",
+                name,
+                "sh",
+                "-c",
+                "echo $GREETING from $(pwd)",
+            ],
         ));
         assert_eq!(o, "hello from /root\n", "{name}");
     }
@@ -680,7 +688,11 @@ fn import_commit_export_save_load_and_push_through_the_api() {
     ));
     let root2 = t.join("root2");
     ok(engine(&root2, &registries, &["pull", &dest]));
-    let o = ok(engine(&root2, &registries, &["run", &dest]));
+    let o = ok(engine(
+        &root2,
+        &registries,
+        &["run", "--network", "none", &dest],
+    ));
     assert_eq!(o, "c\nnew\nx\nx\ngone\nC=1\n");
 
     // load over the API, after the images are gone.

@@ -521,3 +521,217 @@ fn api_errors_and_nothing_half_created() {
     let (st, v) = d.call("DELETE", &format!("/images/{image}"), None);
     assert_eq!(st, 200, "{v}");
 }
+
+fn net_tools_missing() -> bool {
+    missing("/usr/lib/podman/netavark") || missing("/usr/sbin/iptables")
+}
+
+/// GET / from 127.0.0.1:port, retrying while the container starts.
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        })();
+        match attempt {
+            Ok(b) if b.contains("200 OK") => return b,
+            _ if start.elapsed() > Duration::from_secs(30) => {
+                panic!("no page from 127.0.0.1:{port}: {attempt:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn exec_out(d: &EngineDaemon, id: &str, cmd: &[&str]) -> String {
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{id}/exec"),
+        Some(&json!({"Cmd": cmd, "AttachStdout": true, "AttachStderr": true})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let exec = v["Id"].as_str().unwrap().to_string();
+    let (_, body) = api(
+        &d.socket,
+        "POST",
+        &format!("/exec/{exec}/start"),
+        Some(&json!({"Detach": false})),
+    );
+    demux(&body).0
+}
+
+/// Container namespaces and address leases of the store (the anchor's aside).
+fn attachments(root: &std::path::Path) -> (usize, usize) {
+    let netns = std::fs::read_dir(root.join("run/netns"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    !n.starts_with("anchor-") && !n.starts_with('.')
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    let nets: Value = std::fs::read(root.join("networks.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let leases = nets["networks"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(_, n)| n["leases"].as_object().into_iter().flatten())
+        .filter(|(_, c)| c.as_str() != Some("network-anchor"))
+        .count();
+    (netns, leases)
+}
+
+#[test]
+fn published_port_volume_and_limits_through_the_api_outlive_a_killed_daemon() {
+    if tools_missing() || net_tools_missing() {
+        eprintln!("SKIP: needs docker-registry, skopeo, busybox, crun, netavark, iptables");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_reg, registries, image) = registry_with_busybox(tmp.path());
+    let root = tmp.path().join("root");
+    let mut d = EngineDaemon::start(&root, &registries, &[]);
+    pull(&d, &image);
+    let port = common::free_port();
+
+    // -p 127.0.0.1:PORT:80 -m 64m on the default bridge, a busybox httpd.
+    let web = d.run(
+        "web",
+        json!({"Image": image,
+               "Cmd": ["sh", "-c", "mkdir -p /www && echo hello-api > /www/index.html && exec httpd -f -p 80 -h /www"],
+               "HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": port.to_string()}]},
+                              "Memory": 64 << 20}}),
+    );
+    assert!(http_get(port).contains("hello-api"));
+    let v = d.inspect(&web);
+    assert_eq!(v["HostConfig"]["Memory"], json!(64 << 20), "{v}");
+    assert_eq!(v["HostConfig"]["NetworkMode"], json!("bridge"), "{v}");
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["80/tcp"][0],
+        json!({"HostIp": "127.0.0.1", "HostPort": port.to_string()}),
+        "{v}"
+    );
+    let ip = v["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ip.starts_with("10.89.0."), "{v}");
+    let (_, list) = d.call("GET", "/containers/json", None);
+    assert_eq!(
+        list[0]["Ports"][0],
+        json!({"IP": "127.0.0.1", "PrivatePort": 80, "PublicPort": port, "Type": "tcp"})
+    );
+    // memory.max, where crun runs with a cgroup manager; this build machine's
+    // hybrid cgroups make crun run with cgroups disabled, and then there is none.
+    let crun = basalt_engine::container::Crun::for_host(&root.join("crun"));
+    if crun.cgroup_manager == basalt_engine::container::CgroupManager::Disabled {
+        eprintln!("SKIP memory.max: crun runs with --cgroup-manager=disabled on this host");
+    } else {
+        let max = exec_out(&d, &web, &["cat", "/sys/fs/cgroup/memory.max"]);
+        assert_eq!(max.trim(), (64u64 << 20).to_string());
+    }
+
+    // A SIGKILLed daemon: the monitor holds the port and the container serves on.
+    d.kill9();
+    assert!(http_get(port).contains("hello-api"));
+    d = EngineDaemon::start(&root, &registries, &[]);
+    assert_eq!(d.inspect(&web)["State"]["Running"], json!(true));
+    assert!(http_get(port).contains("hello-api"));
+
+    // Bad inputs: one error naming the option, and nothing half-created.
+    let before = attachments(&root);
+    assert_eq!(before, (1, 1));
+    let bad = |hc: Value, status: u16, needle: &str| {
+        let (st, v) = d.call(
+            "POST",
+            "/containers/create?name=bad",
+            Some(&json!({"Image": image, "Cmd": ["true"], "HostConfig": hc})),
+        );
+        assert_eq!(st, status, "{v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{needle}: {msg}");
+        let (st, _) = d.call("GET", "/containers/bad/json", None);
+        assert_eq!(st, 404, "a failed create left a record");
+    };
+    bad(
+        json!({"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": port.to_string()}]}}),
+        409,
+        "already in use",
+    );
+    bad(
+        json!({"PortBindings": {"80/sctp": [{"HostPort": "81"}]}}),
+        400,
+        "-p",
+    );
+    bad(
+        json!({"PortBindings": {"80/tcp": [{"HostPort": "x"}]}}),
+        400,
+        "-p",
+    );
+    bad(json!({"NetworkMode": "nosuch"}), 404, "nosuch");
+    bad(json!({"Binds": ["rel/path:/x"]}), 400, "-v");
+    bad(json!({"Binds": ["/no/such/dir:/x"]}), 400, "/no/such/dir");
+    bad(json!({"Memory": 1024}), 400, "-m");
+    bad(json!({"Memory": -5}), 400, "-m");
+    bad(json!({"CapAdd": ["NOT_A_CAP"]}), 400, "NOT_A_CAP");
+    bad(
+        json!({"NetworkMode": "none", "PortBindings": {"80/tcp": [{"HostPort": "81"}]}}),
+        400,
+        "-p",
+    );
+    assert_eq!(attachments(&root), before);
+
+    // A named volume, created on demand, outlives its container.
+    let w = d.run(
+        "writer",
+        json!({"Image": image, "Cmd": ["sh", "-c", "echo persisted > /data/f"], "HostConfig": {"Binds": ["keep:/data"]}}),
+    );
+    d.wait_until(&w, 30, |v| v["State"]["Status"] == "exited");
+    let (st, _) = d.call("DELETE", &format!("/containers/{w}"), None);
+    assert_eq!(st, 204);
+    let r = d.run(
+        "reader",
+        json!({"Image": image, "Cmd": ["cat", "/data/f"], "HostConfig": {"Mounts": [{"Type": "volume", "Source": "keep", "Target": "/data", "ReadOnly": true}]}}),
+    );
+    d.wait_until(&r, 30, |v| v["State"]["Status"] == "exited");
+    let (_, body) = api(
+        &d.socket,
+        "GET",
+        &format!("/containers/{r}/logs?stdout=1"),
+        None,
+    );
+    assert_eq!(demux(&body).0, "persisted\n");
+    // In use by a container that is not running: 409, as in Docker.
+    let (st, v) = d.call("DELETE", "/volumes/keep", None);
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("in use"), "{v}");
+    let (_, v) = d.call("POST", "/volumes/prune", None);
+    assert_eq!(v["VolumesDeleted"], json!([]), "{v}");
+    let (st, _) = d.call("DELETE", &format!("/containers/{r}"), None);
+    assert_eq!(st, 204);
+    let (st, v) = d.call("DELETE", "/volumes/keep", None);
+    assert_eq!(st, 204, "{v}");
+
+    // Stopping the container frees the port, the address and the namespace.
+    let (st, _) = d.call("POST", &format!("/containers/{web}/stop?t=1"), None);
+    assert_eq!(st, 204);
+    assert_eq!(attachments(&root), (0, 0));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    // Started again: a fresh attachment, the same page.
+    let (st, _) = d.call("POST", &format!("/containers/{web}/start"), None);
+    assert_eq!(st, 204);
+    assert!(http_get(port).contains("hello-api"));
+    d.remove_all();
+    assert_eq!(attachments(&root), (0, 0));
+}

@@ -18,8 +18,14 @@ use super::{
 };
 use crate::lifecycle::{CreateOpts, POLL};
 use crate::logfile::{read_rotated, Entry, LogFollower, Stream, LOG_FILE};
-use crate::records::{ContainerRecord, ContainerSpec, RestartPolicy, Status};
+use crate::network::{NetworkError, Networks, DEFAULT_NETWORK};
+use crate::network_setup::{check_ports_free, EtcOpts, PortMapping};
+use crate::records::{
+    ContainerRecord, ContainerSpec, LimitsRecord, MountRecord, RestartPolicy, Status,
+};
+use crate::spec::{MountKind, Security};
 use crate::timefmt::{human_duration, now_ns, parse_api_time, rfc3339};
+use crate::volume::VolumeSpec;
 
 /// One frame of Docker's multiplexed stream: stream type, 3 zero bytes, the
 /// payload length (big-endian u32), the payload.
@@ -123,8 +129,181 @@ fn parse_size(s: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad(format!("invalid log max-size {s:?}")))
 }
 
+fn bad_opt(option: &str, e: impl std::fmt::Display) -> ApiError {
+    let e = e.to_string();
+    if e.starts_with(option) {
+        ApiError::bad(e)
+    } else {
+        ApiError::bad(format!("{option}: {e}"))
+    }
+}
+
+/// `PortBindings` (`{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`) as mappings.
+fn port_bindings(v: &Value) -> Result<Vec<PortMapping>, ApiError> {
+    let mut out = Vec::new();
+    for (key, binds) in v.as_object().into_iter().flatten() {
+        let binds: Vec<&Value> = match binds.as_array() {
+            Some(a) if !a.is_empty() => a.iter().collect(),
+            _ => vec![&Value::Null],
+        };
+        for b in binds {
+            let ip = b["HostIp"].as_str().unwrap_or("");
+            let port = b["HostPort"].as_str().unwrap_or("");
+            let (ctr, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+            let spec = match (ip.is_empty(), port.is_empty()) {
+                (true, true) => format!("{ctr}/{proto}"),
+                (true, false) => format!("{port}:{ctr}/{proto}"),
+                (false, _) => format!("{ip}:{port}:{ctr}/{proto}"),
+            };
+            let m = PortMapping::parse(&spec).map_err(|e| bad_opt("-p", e))?;
+            if !ip.is_empty() && m.host_ip.is_some_and(|i| i.is_unspecified()) {
+                out.push(PortMapping { host_ip: None, ..m });
+            } else {
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `Binds`, `Mounts` and `Tmpfs` as recorded mounts.
+fn mounts(hc: &Value) -> Result<Vec<MountRecord>, ApiError> {
+    let mut out = Vec::new();
+    for b in hc["Binds"].as_array().into_iter().flatten() {
+        let b = b.as_str().unwrap_or("");
+        out.push(VolumeSpec::parse(b).map_err(|e| bad_opt("-v", e))?.into());
+    }
+    for m in hc["Mounts"].as_array().into_iter().flatten() {
+        let target = m["Target"].as_str().unwrap_or("");
+        let source = m["Source"].as_str().unwrap_or("");
+        let ro = m["ReadOnly"].as_bool().unwrap_or(false);
+        let kind = m["Type"].as_str().unwrap_or("volume");
+        let bad = |reason: &str| {
+            ApiError::bad(format!(
+                "--mount type={kind},source={source},target={target}: {reason}"
+            ))
+        };
+        let rec = match kind {
+            "bind" | "volume" => {
+                let mode = if ro { ":ro" } else { "" };
+                if kind == "bind" && !source.starts_with('/') {
+                    return Err(bad("a bind source must be an absolute host path"));
+                }
+                if kind == "volume" && (source.is_empty() || source.starts_with('/')) {
+                    return Err(bad("a volume mount needs a volume name as its source"));
+                }
+                VolumeSpec::parse(&format!("{source}:{target}{mode}"))
+                    .map_err(|e| bad(&e.to_string()))?
+                    .into()
+            }
+            "tmpfs" => {
+                let mut opts = Vec::new();
+                let t = &m["TmpfsOptions"];
+                if let Some(n) = t["SizeBytes"].as_u64().filter(|n| *n > 0) {
+                    opts.push(format!("size={n}"));
+                }
+                if let Some(n) = t["Mode"].as_u64().filter(|n| *n > 0) {
+                    opts.push(format!("mode={n:o}"));
+                }
+                if ro {
+                    opts.push("ro".into());
+                }
+                tmpfs(&format!("{target}:{}", opts.join(",")))?
+            }
+            _ => return Err(bad("only the bind, volume and tmpfs types are supported")),
+        };
+        out.push(rec);
+    }
+    for (dest, opts) in hc["Tmpfs"].as_object().into_iter().flatten() {
+        let opts = opts.as_str().unwrap_or("");
+        out.push(tmpfs(&if opts.is_empty() {
+            dest.clone()
+        } else {
+            format!("{dest}:{opts}")
+        })?);
+    }
+    Ok(out)
+}
+
+fn tmpfs(spec: &str) -> Result<MountRecord, ApiError> {
+    let m = crate::volume::parse_tmpfs(spec).map_err(|e| bad_opt("--tmpfs", e))?;
+    match m.kind {
+        MountKind::Tmpfs { options } => Ok(MountRecord::Tmpfs {
+            destination: m.destination,
+            options,
+        }),
+        MountKind::Bind { .. } => Err(ApiError::bad(format!("--tmpfs {spec:?}"))),
+    }
+}
+
+/// Docker's smallest memory limit.
+const MIN_MEMORY: i64 = 6 << 20;
+
+fn limits(hc: &Value) -> Result<LimitsRecord, ApiError> {
+    let num = |key: &str, option: &str| -> Result<Option<i64>, ApiError> {
+        match &hc[key] {
+            Value::Null => Ok(None),
+            v => v.as_i64().map(Some).ok_or_else(|| {
+                ApiError::bad(format!("{option} ({key}): {v} is not a whole number"))
+            }),
+        }
+    };
+    let memory = match num("Memory", "-m")? {
+        None | Some(0) => None,
+        Some(m) if m < 0 => {
+            return Err(ApiError::bad(format!(
+                "-m (Memory): invalid memory limit {m}: it must be positive"
+            )))
+        }
+        Some(m) if m < MIN_MEMORY => {
+            return Err(ApiError::bad(format!(
+                "-m (Memory): {m} bytes is below the minimum memory limit allowed, 6MB"
+            )))
+        }
+        Some(m) => Some(m as u64),
+    };
+    let positive = |key: &str, option: &str| -> Result<Option<u64>, ApiError> {
+        match num(key, option)? {
+            None | Some(0) => Ok(None),
+            Some(n) if n < 0 => Err(ApiError::bad(format!(
+                "{option} ({key}): {n} must not be negative"
+            ))),
+            Some(n) => Ok(Some(n as u64)),
+        }
+    };
+    Ok(LimitsRecord {
+        memory,
+        nano_cpus: positive("NanoCpus", "--cpus")?,
+        cpu_shares: positive("CpuShares", "--cpu-shares")?,
+        // 0 and -1 mean no limit.
+        pids: num("PidsLimit", "--pids-limit")?.filter(|n| *n > 0),
+    })
+}
+
+fn security(hc: &Value) -> Result<Security, ApiError> {
+    let mut sec = Security {
+        cap_add: strings(&hc["CapAdd"]).unwrap_or_default(),
+        cap_drop: strings(&hc["CapDrop"]).unwrap_or_default(),
+        privileged: hc["Privileged"].as_bool().unwrap_or(false),
+        seccomp_unconfined: false,
+    };
+    for o in strings(&hc["SecurityOpt"]).unwrap_or_default() {
+        match o.as_str() {
+            "seccomp=unconfined" | "seccomp:unconfined" => sec.seccomp_unconfined = true,
+            other => {
+                return Err(ApiError::bad(format!(
+                    "--security-opt {other:?}: only seccomp=unconfined is supported"
+                )))
+            }
+        }
+    }
+    crate::spec::capabilities(&sec).map_err(|e| ApiError::bad(e.to_string()))?;
+    Ok(sec)
+}
+
 /// The create request's body as the engine's options. Options this engine does not
-/// implement yet are refused, never silently dropped.
+/// implement are refused, never silently dropped. Checks that need the host (the
+/// network exists, bind sources exist, ports are free) are in [`create`].
 fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>), ApiError> {
     let image = b["Image"]
         .as_str()
@@ -140,51 +319,46 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
         ));
     }
     let hc = &b["HostConfig"];
-    let mut warnings = Vec::new();
-    for (key, what) in [
-        ("Binds", "-v bind mounts"),
-        ("Mounts", "--mount"),
-        ("Devices", "--device"),
-    ] {
-        if hc[key].as_array().is_some_and(|a| !a.is_empty()) {
-            return Err(ApiError::bad(format!(
-                "{what} ({key}) are not supported by this engine yet"
-            )));
-        }
+    let warnings = Vec::new();
+    if hc["Devices"].as_array().is_some_and(|a| !a.is_empty()) {
+        return Err(ApiError::bad(
+            "--device (Devices) is not supported by this engine yet",
+        ));
     }
-    if hc["PortBindings"]
-        .as_object()
-        .is_some_and(|o| !o.is_empty())
-    {
-        return Err(ApiError::bad("-p port publishing (PortBindings) needs bridge networking, which this engine does not have yet"));
-    }
-    for key in ["Memory", "NanoCpus", "CpuShares", "PidsLimit"] {
-        if hc[key].as_i64().is_some_and(|v| v > 0) {
-            return Err(ApiError::bad(format!(
-                "resource limits ({key}) are not supported by this engine yet"
-            )));
-        }
-    }
-    // The seam for networking: the default network has no bridge yet, so such a
-    // container gets its own network namespace with loopback only.
     let network = match hc["NetworkMode"].as_str().unwrap_or("") {
-        "" | "default" => "none",
-        "bridge" => {
-            warnings.push(
-                "no bridge network yet: the container has loopback only (--network none)"
-                    .to_string(),
-            );
-            "none"
+        "" | "default" | "bridge" => DEFAULT_NETWORK.to_string(),
+        other if other.starts_with("container:") => {
+            return Err(ApiError::bad(format!(
+                "--network {other}: sharing another container's network is not supported"
+            )))
         }
-        "none" => "none",
-        "host" => "host",
-        other => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("network {other} not found"),
-            ))
-        }
+        other => other.to_string(),
     };
+    let ports = port_bindings(&hc["PortBindings"])?;
+    if !ports.is_empty() && matches!(network.as_str(), "none" | "host") {
+        return Err(ApiError::bad(format!(
+            "-p needs a bridge network; it has no effect with --network {network}"
+        )));
+    }
+    let aliases: Vec<String> = b["NetworkingConfig"]["EndpointsConfig"][&network]["Aliases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    let dns = strings(&hc["Dns"])
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            d.parse()
+                .map_err(|_| ApiError::bad(format!("--dns {d:?}: not an IP address")))
+        })
+        .collect::<Result<Vec<std::net::IpAddr>, _>>()?;
+    let extra_hosts = strings(&hc["ExtraHosts"])
+        .unwrap_or_default()
+        .iter()
+        .map(|h| EtcOpts::parse_add_host(h).map_err(|e| ApiError::bad(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
     let rp = &hc["RestartPolicy"];
     let restart_policy = RestartPolicy::parse(
         rp["Name"].as_str().unwrap_or(""),
@@ -221,9 +395,16 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
             .filter(|s| !s.is_empty())
             .map(String::from),
         read_only: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
-        network: network.into(),
+        network,
         labels,
         argv: Vec::new(),
+        ports,
+        aliases,
+        dns,
+        extra_hosts,
+        mounts: mounts(hc)?,
+        limits: limits(hc)?,
+        security: security(hc)?,
     };
     Ok((
         CreateOpts {
@@ -240,11 +421,57 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
     ))
 }
 
+/// The checks of a create that look at the host: the network exists, bind
+/// sources exist, explicit host ports are free. Nothing is created before them.
+fn check_host(root: &std::path::Path, spec: &ContainerSpec) -> Result<(), ApiError> {
+    if spec.joins_network() && spec.network != DEFAULT_NETWORK {
+        Networks::open(root)
+            .inspect(&spec.network)
+            .map_err(|e| match e {
+                NetworkError::NotFound(_) => ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("--network: network {} not found", spec.network),
+                ),
+                other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+            })?;
+    }
+    for m in &spec.mounts {
+        if let MountRecord::Bind {
+            source,
+            destination,
+            ..
+        } = m
+        {
+            if std::fs::metadata(source).is_err() {
+                return Err(ApiError::bad(format!(
+                    "-v {}:{destination}: bind source path {} does not exist",
+                    source.display(),
+                    source.display()
+                )));
+            }
+        }
+    }
+    let explicit: Vec<PortMapping> = spec
+        .ports
+        .iter()
+        .filter(|p| p.host_port != 0)
+        .cloned()
+        .collect();
+    check_ports_free(&explicit)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("-p: {e}")))?;
+    Ok(())
+}
+
 pub async fn create(d: Arc<Daemon>, q: &Query, req: Request<Incoming>) -> ApiResult {
     let body = body_json(req).await?;
     let (opts, warnings) = create_opts(q.get("name"), &body)?;
     let c = d.containers.clone();
-    let rec = blocking(move || Ok(c.create(opts)?)).await?;
+    let root = d.store.root().to_path_buf();
+    let rec = blocking(move || {
+        check_host(&root, &opts.spec)?;
+        Ok(c.create(opts)?)
+    })
+    .await?;
     json_response(
         StatusCode::CREATED,
         &json!({"Id": rec.id, "Warnings": warnings}),
@@ -267,14 +494,91 @@ fn status_text(r: &ContainerRecord) -> String {
     }
 }
 
+fn port_key(p: &PortMapping) -> String {
+    format!("{}/{}", p.container_port, p.protocol.as_str())
+}
+
+fn host_ip(p: &PortMapping) -> String {
+    p.host_ip.map_or("0.0.0.0".into(), |i| i.to_string())
+}
+
+/// `{"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}`; a host port of 0
+/// (a free one at start) is `""`.
+fn ports_map(ports: &[PortMapping]) -> Value {
+    let mut m = serde_json::Map::new();
+    for p in ports {
+        let port = if p.host_port == 0 {
+            String::new()
+        } else {
+            p.host_port.to_string()
+        };
+        let e = m.entry(port_key(p)).or_insert_with(|| json!([]));
+        if let Some(a) = e.as_array_mut() {
+            a.push(json!({"HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(), "HostPort": port}));
+        }
+    }
+    Value::Object(m)
+}
+
+fn mounts_json(r: &ContainerRecord, root: &std::path::Path) -> Value {
+    let vols = crate::volume::Volumes::open(root);
+    let list: Vec<Value> = r
+        .spec
+        .mounts
+        .iter()
+        .map(|m| match m {
+            MountRecord::Bind {
+                source,
+                destination,
+                read_only,
+            } => json!({"Type": "bind", "Source": source, "Destination": destination,
+                        "Mode": if *read_only { "ro" } else { "" }, "RW": !read_only, "Propagation": "rprivate"}),
+            MountRecord::Volume {
+                name,
+                destination,
+                read_only,
+            } => json!({"Type": "volume", "Name": name, "Source": vols.data_path(name),
+                        "Destination": destination, "Driver": "local",
+                        "Mode": if *read_only { "ro" } else { "z" }, "RW": !read_only, "Propagation": ""}),
+            MountRecord::Tmpfs { destination, .. } => json!({"Type": "tmpfs", "Source": "",
+                        "Destination": destination, "Mode": "", "RW": true, "Propagation": ""}),
+        })
+        .collect();
+    Value::Array(list)
+}
+
+fn networks_json(r: &ContainerRecord) -> Value {
+    if r.spec.network == "none" || r.spec.network.is_empty() {
+        return json!({"none": {"IPAddress": "", "Gateway": "", "IPPrefixLen": 0, "MacAddress": "", "Aliases": null}});
+    }
+    let ip = r
+        .state
+        .ip_address
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    let gw = r.state.gateway.map(|i| i.to_string()).unwrap_or_default();
+    let prefix = if ip.is_empty() { 0 } else { 24 };
+    json!({ r.spec.network.clone(): {
+        "IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": "",
+        "Aliases": if r.spec.aliases.is_empty() { Value::Null } else { json!(r.spec.aliases) },
+    }})
+}
+
 fn list_json(r: &ContainerRecord) -> Value {
+    let ports: Vec<Value> = r
+        .state
+        .published
+        .iter()
+        .map(|p| json!({"IP": host_ip(p), "PrivatePort": p.container_port, "PublicPort": p.host_port, "Type": p.protocol.as_str()}))
+        .collect();
     json!({
+        "Mounts": r.spec.mounts.iter().map(|m| json!({"Destination": m.destination()})).collect::<Vec<_>>(),
         "Id": r.id, "Names": [format!("/{}", r.name)], "Image": familiar(&r.image),
         "ImageID": r.image_id.to_string(), "Command": r.spec.argv.join(" "),
-        "Created": r.created_ns / 1_000_000_000, "Ports": [], "Labels": r.spec.labels,
+        "Created": r.created_ns / 1_000_000_000, "Ports": ports, "Labels": r.spec.labels,
         "State": r.state.status.as_str(), "Status": status_text(r),
         "HostConfig": {"NetworkMode": r.spec.network},
-        "NetworkSettings": {"Networks": {}}, "Mounts": [],
+        "NetworkSettings": {"Networks": networks_json(r)},
     })
 }
 
@@ -320,6 +624,33 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
     let r = blocking(move || Ok(store.container(&id)?)).await?;
     let dir = d.store.root().join("containers").join(&r.id);
     let s = &r.state;
+    let l = &r.spec.limits;
+    let binds: Vec<String> = r
+        .spec
+        .mounts
+        .iter()
+        .filter_map(MountRecord::volume_spec)
+        .map(|v| match v {
+            VolumeSpec::Bind {
+                source: s,
+                destination: d,
+                read_only,
+            } => (s.display().to_string(), d, read_only),
+            VolumeSpec::Named {
+                name: s,
+                destination: d,
+                read_only,
+            } => (s, d, read_only),
+        })
+        .map(|(s, d, ro)| format!("{s}:{d}{}", if ro { ":ro" } else { "" }))
+        .collect();
+    let sandbox = if r.running() && r.spec.joins_network() {
+        crate::records::netns_path(d.store.root(), &r.id)
+            .display()
+            .to_string()
+    } else {
+        String::new()
+    };
     json_response(
         StatusCode::OK,
         &json!({
@@ -341,12 +672,19 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
                 "RestartPolicy": {"Name": r.restart_policy.name, "MaximumRetryCount": r.restart_policy.maximum_retry_count},
                 "ReadonlyRootfs": r.spec.read_only,
                 "LogConfig": {"Type": "json-file", "Config": {}},
-                "Binds": null, "PortBindings": {}, "Memory": 0,
+                "Binds": binds, "PortBindings": ports_map(&r.spec.ports),
+                "Memory": l.memory.unwrap_or(0), "NanoCpus": l.nano_cpus.unwrap_or(0),
+                "CpuShares": l.cpu_shares.unwrap_or(0), "PidsLimit": l.pids,
+                "CapAdd": r.spec.security.cap_add, "CapDrop": r.spec.security.cap_drop,
+                "Privileged": r.spec.security.privileged,
+                "SecurityOpt": if r.spec.security.seccomp_unconfined { json!(["seccomp=unconfined"]) } else { Value::Null },
+                "Dns": r.spec.dns,
+                "ExtraHosts": r.spec.extra_hosts.iter().map(|(n, i)| format!("{n}:{i}")).collect::<Vec<_>>(),
             },
             "GraphDriver": {"Name": "overlay2", "Data": {
                 "MergedDir": dir.join("rootfs"), "UpperDir": dir.join("upper"), "WorkDir": dir.join("work"),
             }},
-            "Mounts": [],
+            "Mounts": mounts_json(&r, d.store.root()),
             "Config": {
                 "Hostname": r.spec.hostname.clone().unwrap_or_else(|| r.short_id().to_string()),
                 "Domainname": "", "User": r.spec.user.clone().unwrap_or_default(),
@@ -356,7 +694,13 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
                 "Volumes": null, "WorkingDir": r.spec.workdir.clone().unwrap_or_default(),
                 "Entrypoint": r.spec.entrypoint, "Labels": r.spec.labels,
             },
-            "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
+            "NetworkSettings": {
+                "Bridge": "", "SandboxID": "", "SandboxKey": sandbox,
+                "Ports": ports_map(&r.state.published),
+                "IPAddress": r.state.ip_address.map(|i| i.to_string()).unwrap_or_default(),
+                "Gateway": r.state.gateway.map(|i| i.to_string()).unwrap_or_default(),
+                "Networks": networks_json(&r),
+            },
         }),
     )
 }

@@ -7,6 +7,7 @@ mod archive;
 mod containers;
 mod exec;
 mod images;
+mod networks;
 mod system;
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use crate::lifecycle::{Containers, LifecycleError};
 use crate::records::RecordError;
 use crate::registry::RegistryClient;
 use crate::store::{Store, StoreError};
-use crate::volumes::{VolumeError, Volumes};
+use crate::volume::{VolumeError, Volumes};
 
 /// The API version this engine speaks, and the oldest it accepts.
 pub const API_VERSION: &str = "1.43";
@@ -122,9 +123,22 @@ impl From<LifecycleError> for ApiError {
 impl From<VolumeError> for ApiError {
     fn from(e: VolumeError) -> Self {
         let status = match &e {
-            VolumeError::NoSuchVolume(_) => StatusCode::NOT_FOUND,
-            VolumeError::InvalidName(_) => StatusCode::BAD_REQUEST,
-            VolumeError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            // Docker's wording, which clients match on.
+            VolumeError::NotFound(n) => {
+                return Self::new(StatusCode::NOT_FOUND, format!("get {n}: no such volume"))
+            }
+            VolumeError::InUse(n) => {
+                return Self::new(
+                    StatusCode::CONFLICT,
+                    format!("remove {n}: volume is in use"),
+                )
+            }
+            VolumeError::InvalidName(_)
+            | VolumeError::InvalidSpec { .. }
+            | VolumeError::MissingSource { .. } => StatusCode::BAD_REQUEST,
+            VolumeError::Io { .. } | VolumeError::Corrupt { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         Self::new(status, e.to_string())
     }
@@ -297,6 +311,11 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
         (&Method::GET, ["volumes"]) => system::volumes_list(d, &q).await,
         (&Method::POST, ["volumes", "create"]) => system::volume_create(d, req).await,
         (&Method::GET, ["volumes", name]) => system::volume_inspect(d, name).await,
+        (&Method::GET, ["networks"]) => networks::list(d, &q).await,
+        (&Method::POST, ["networks", "create"]) => networks::create(d, req).await,
+        (&Method::GET, ["networks", id]) => networks::inspect(d, id).await,
+        (&Method::DELETE, ["networks", id]) => networks::remove(d, id).await,
+        (&Method::POST, ["volumes", "prune"]) => system::volume_prune(d).await,
         (&Method::DELETE, ["volumes", name]) => system::volume_remove(d, name).await,
         (&Method::GET, ["containers", "json"]) => containers::list(d, &q).await,
         (&Method::POST, ["containers", "create"]) => containers::create(d, &q, req).await,

@@ -7,8 +7,9 @@ use serde_json::{json, Value};
 
 use super::{blocking, body_json, empty, full, json_response, ApiError, ApiResult, Daemon, Query};
 use super::{API_VERSION, MIN_API_VERSION};
+use crate::records::MountRecord;
 use crate::timefmt::rfc3339;
-use crate::volumes::VolumeRecord;
+use crate::volume::{VolumeError, VolumeInfo};
 
 pub fn ping(method: &Method) -> ApiResult {
     let body = if method == Method::HEAD { "" } else { "OK" };
@@ -79,7 +80,7 @@ pub async fn info(d: Arc<Daemon>) -> ApiResult {
             "CgroupVersion": if cgroup == crate::container::CgroupLayout::Unified { "2" } else { "1" },
             "DefaultRuntime": "crun", "Runtimes": {"crun": {"path": "crun"}},
             "LoggingDriver": "json-file",
-            "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Log": ["json-file", "journald"]},
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file", "journald"]},
             "SecurityOptions": [], "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": ""},
             "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": []},
             "Warnings": [],
@@ -87,11 +88,27 @@ pub async fn info(d: Arc<Daemon>) -> ApiResult {
     )
 }
 
-fn volume_json(d: &Daemon, v: &VolumeRecord) -> Value {
+fn volume_json(v: &VolumeInfo) -> Value {
     json!({
-        "Name": v.name, "Driver": "local", "Mountpoint": d.volumes.data_path(&v.name),
-        "CreatedAt": rfc3339(v.created_ns), "Labels": v.labels, "Scope": "local", "Options": {},
+        "Name": v.meta.name, "Driver": v.meta.driver, "Mountpoint": v.mountpoint,
+        "CreatedAt": rfc3339(v.meta.created.saturating_mul(1_000_000_000)),
+        "Labels": v.meta.labels, "Scope": "local", "Options": {},
     })
+}
+
+/// The containers (running or not) whose mounts name volume `name`.
+fn users(d: &Daemon, name: &str) -> Result<Vec<String>, ApiError> {
+    Ok(d.store
+        .containers()?
+        .into_iter()
+        .filter(|r| {
+            r.spec
+                .mounts
+                .iter()
+                .any(|m| matches!(m, MountRecord::Volume { name: n, .. } if n == name))
+        })
+        .map(|r| r.id)
+        .collect())
 }
 
 pub async fn volumes_list(d: Arc<Daemon>, q: &Query) -> ApiResult {
@@ -101,8 +118,8 @@ pub async fn volumes_list(d: Arc<Daemon>, q: &Query) -> ApiResult {
     let names = filters.get("name");
     let out: Vec<Value> = list
         .iter()
-        .filter(|v| names.is_none_or(|n| n.iter().any(|n| v.name.contains(n.as_str()))))
-        .map(|v| volume_json(&d, v))
+        .filter(|v| names.is_none_or(|n| n.iter().any(|n| v.meta.name.contains(n.as_str()))))
+        .map(volume_json)
         .collect();
     json_response(StatusCode::OK, &json!({"Volumes": out, "Warnings": []}))
 }
@@ -123,17 +140,55 @@ pub async fn volume_create(d: Arc<Daemon>, req: Request<hyper::body::Incoming>) 
     let labels = serde_json::from_value(body["Labels"].clone()).unwrap_or_default();
     let vols = d.volumes.clone();
     let v = blocking(move || Ok(vols.create(&name, labels)?)).await?;
-    json_response(StatusCode::CREATED, &volume_json(&d, &v))
+    json_response(StatusCode::CREATED, &volume_json(&v))
 }
 
 pub async fn volume_inspect(d: Arc<Daemon>, name: &str) -> ApiResult {
     let (vols, name) = (d.volumes.clone(), name.to_string());
-    let v = blocking(move || Ok(vols.get(&name)?)).await?;
-    json_response(StatusCode::OK, &volume_json(&d, &v))
+    let v = blocking(move || Ok(vols.inspect(&name)?)).await?;
+    json_response(StatusCode::OK, &volume_json(&v))
 }
 
+/// A volume that a container names (running or not) is in use, as in Docker; a
+/// running container's monitor also holds the volume's flock.
 pub async fn volume_remove(d: Arc<Daemon>, name: &str) -> ApiResult {
-    let (vols, name) = (d.volumes.clone(), name.to_string());
-    blocking(move || Ok(vols.remove(&name)?)).await?;
+    let name = name.to_string();
+    let d2 = d.clone();
+    blocking(move || {
+        d2.volumes.inspect(&name)?;
+        let users = users(&d2, &name)?;
+        if !users.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("remove {name}: volume is in use - [{}]", users.join(", ")),
+            ));
+        }
+        Ok(d2.volumes.remove(&name)?)
+    })
+    .await?;
     empty(StatusCode::NO_CONTENT)
+}
+
+/// `POST /volumes/prune`: every volume no container names.
+pub async fn volume_prune(d: Arc<Daemon>) -> ApiResult {
+    let d2 = d.clone();
+    let removed = blocking(move || {
+        let mut removed = Vec::new();
+        for v in d2.volumes.list()? {
+            if !users(&d2, &v.meta.name)?.is_empty() {
+                continue;
+            }
+            match d2.volumes.remove(&v.meta.name) {
+                Ok(()) => removed.push(v.meta.name),
+                Err(VolumeError::InUse(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(removed)
+    })
+    .await?;
+    json_response(
+        StatusCode::OK,
+        &json!({"VolumesDeleted": removed, "SpaceReclaimed": 0}),
+    )
 }

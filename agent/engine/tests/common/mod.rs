@@ -698,6 +698,7 @@ impl Drop for EngineDaemon {
     fn drop(&mut self) {
         self.kill9();
         if !std::thread::panicking() {
+            self.take_down_bridge();
             return;
         }
         let records: Value = std::fs::read(self.root.join("containers.json"))
@@ -711,6 +712,21 @@ impl Drop for EngineDaemon {
             }
         }
         std::thread::sleep(Duration::from_secs(2));
+        self.take_down_bridge();
+    }
+}
+
+impl EngineDaemon {
+    /// The default network stays up between containers (like docker0); a test
+    /// store takes its own down when done. Refused (and harmless) while in use.
+    pub fn take_down_bridge(&self) {
+        if self.root.join("networks.json").exists() {
+            let _ = Command::new(env!("CARGO_BIN_EXE_basalt-engine"))
+                .arg("--root")
+                .arg(&self.root)
+                .args(["network", "rm", "bridge"])
+                .output();
+        }
     }
 }
 
