@@ -143,6 +143,10 @@ impl Crun {
     /// crun with the global options and, on a hybrid host, its private mount namespace.
     pub fn command(&self, args: &[OsString]) -> Command {
         let mut c = Command::new(&self.binary);
+        // The engine's own service has NOTIFY_SOCKET; with it set, crun proxies
+        // sd_notify for the container and `crun start` waits for a READY=1 that
+        // a plain container never sends.
+        c.env_remove("NOTIFY_SOCKET");
         c.arg("--root").arg(&self.state_root);
         c.arg(match self.cgroup_manager {
             CgroupManager::Cgroupfs => "--cgroup-manager=cgroupfs",

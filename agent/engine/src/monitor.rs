@@ -87,6 +87,8 @@ pub fn spawn(exe: &Path, root: &Path, id: &str) -> Result<u32, MonitorError> {
         .open(&log_path)
         .map_err(spawn_err)?;
     let mut cmd = Command::new(exe);
+    // Readiness is the daemon's to report, not a monitor's (nor crun's).
+    cmd.env_remove("NOTIFY_SOCKET");
     cmd.arg("--root")
         .arg(root)
         .arg("monitor")
