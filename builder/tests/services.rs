@@ -768,6 +768,62 @@ fn engine_runs_a_container_again_after_a_reboot_with_its_logs_in_the_journal() {
         String::from_utf8_lossy(&docker.stderr)
     );
 
+    // Limits land in the container's own cgroup2 directory on the host, and
+    // hold: a subshell forks 80 sleeps against a pids limit of 50 (busybox sh
+    // gives up at the first refused fork, hence the subshell).
+    let lim = h
+        .ssh(&format!(
+            "basaltctl container run -d --name lim -m 32m --pids-limit 50 --cpus 0.5 {image} sh -c '(for i in $(seq 80); do sleep 1000 & done) 2>/dev/null; sleep 1000'"
+        ))
+        .trim()
+        .to_string();
+    let cg = format!("/sys/fs/cgroup/basalt-containers.slice/{lim}");
+    assert_eq!(h.ssh(&format!("cat {cg}/memory.max")).trim(), "33554432");
+    assert_eq!(h.ssh(&format!("cat {cg}/pids.max")).trim(), "50");
+    assert_eq!(h.ssh(&format!("cat {cg}/cpu.max")).trim(), "50000 100000");
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let events = h.ssh(&format!("cat {cg}/pids.events"));
+        if events
+            .lines()
+            .any(|l| l.starts_with("max ") && l != "max 0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fork refused: {events}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let current: u32 = h
+        .ssh(&format!("cat {cg}/pids.current"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((40..=50).contains(&current), "pids.current {current}");
+    h.ssh("basaltctl container rm -f lim");
+    // A published port answers on the host.
+    h.ssh(&format!(
+        "basaltctl container run -d --name web -p 127.0.0.1:8080:80 {image} sh -c 'mkdir -p /www && echo served-by-basalt > /www/index.html && httpd -f -p 80 -h /www'"
+    ));
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let out =
+            h.vm.ssh(
+                h.port,
+                &h.key,
+                "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3",
+            )
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("served-by-basalt") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the published port never answered"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    h.ssh("basaltctl container rm -f web");
+
     // The daemon killed: PID 1 restarts it, and the container never stopped
     // (its monitor left the engine service's cgroup).
     h.ssh("pkill -KILL -f '^/usr/bin/basalt-engine daemon'");

@@ -421,6 +421,32 @@ fn run_detached(socket: &std::path::Path, args: &RunArgs) -> anyhow::Result<i32>
             (k.to_string(), serde_json::Value::from(v))
         })
         .collect();
+    // Every option goes to the API as the docker CLI sends it; checked here
+    // first so that a typo fails before anything is created.
+    let mut ports = serde_json::Map::new();
+    for p in &args.publish {
+        let m = PortMapping::parse(p)?;
+        let key = format!("{}/{}", m.container_port, m.protocol.as_str());
+        let binding = serde_json::json!({
+            "HostIp": m.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+            "HostPort": if m.host_port == 0 { String::new() } else { m.host_port.to_string() },
+        });
+        match ports.get_mut(&key).and_then(|v| v.as_array_mut()) {
+            Some(list) => list.push(binding),
+            None => {
+                ports.insert(key, serde_json::json!([binding]));
+            }
+        }
+    }
+    let tmpfs: serde_json::Map<String, serde_json::Value> = args
+        .tmpfs
+        .iter()
+        .map(|t| {
+            let (dest, opts) = t.split_once(':').unwrap_or((t, ""));
+            (dest.to_string(), serde_json::Value::from(opts))
+        })
+        .collect();
+    let opts = run_options(args)?;
     let body = serde_json::json!({
         "Image": args.image,
         "Cmd": if args.command.is_empty() { serde_json::Value::Null } else { args.command.clone().into() },
@@ -430,6 +456,15 @@ fn run_detached(socket: &std::path::Path, args: &RunArgs) -> anyhow::Result<i32>
         "HostConfig": {
             "NetworkMode": args.network, "ReadonlyRootfs": args.read_only, "AutoRemove": args.rm,
             "RestartPolicy": {"Name": args.restart.clone().unwrap_or_default()},
+            "PortBindings": ports, "Binds": args.volume, "Tmpfs": tmpfs,
+            "Memory": opts.limits.memory.unwrap_or(0),
+            "NanoCpus": opts.limits.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+            "CpuShares": opts.limits.cpu_shares.unwrap_or(0),
+            "PidsLimit": opts.limits.pids,
+            "CapAdd": args.cap_add, "CapDrop": args.cap_drop, "Privileged": args.privileged,
+            "SecurityOpt": args.security_opt,
+            "Dns": args.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "ExtraHosts": args.add_host,
         },
     });
     let name = args.name.as_deref().unwrap_or("");
