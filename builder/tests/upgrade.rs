@@ -602,16 +602,54 @@ fn power_cut_during_upgrade_or_rollback_leaves_a_bootable_host() {
         g.vm.wait_for_ssh(port, &key, STEP_TIMEOUT).unwrap();
         g
     };
-    let mut g = boot(0);
-    g.ssh("echo mine > /etc/user.conf && mkdir -p /var/lib/upd && echo kept > /var/lib/upd/data");
+    // A copy of the v1 disk before its first boot: upgrades are cut as often
+    // as rollbacks, and a host left on v2 goes back to it for the next upgrade.
+    let pristine = d.join("pristine.raw");
+    let copied = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&f.raw)
+        .arg(&pristine)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let fresh_v1 = |n: usize| -> Guest {
+        let copied = std::process::Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&pristine)
+            .arg(&f.raw)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let g = boot(n);
+        g.ssh(
+            "echo mine > /etc/user.conf && mkdir -p /var/lib/upd && echo kept > /var/lib/upd/data",
+        );
+        g
+    };
+    let mut g = fresh_v1(0);
+    let mut restored = 0;
     // Seconds each operation takes (updated when one finishes before the
-    // cut); the cut comes at a uniform instant in 1.3 times that, so most
-    // land during the operation and some just after it.
+    // cut); the cut comes at a uniform instant in 1.3 times that (0.8 until
+    // one has landed mid-operation), so most land during the operation and
+    // some just after it.
     let mut typical = [("upgrade", 12.0_f64), ("rollback", 3.0)];
     let mut cut_during = [0usize; 2];
     let mut cut_after = [0usize; 2];
     let mut booted_versions = Vec::new();
     for trial in 0..trials {
+        // Upgrades as often as rollbacks: back to a fresh v1 when the host
+        // can no longer upgrade.
+        let upgrades_due = cut_during[0] + cut_after[0] <= cut_during[1] + cut_after[1];
+        let s = g.status();
+        let booted_v1 = s["booted"]
+            .as_u64()
+            .is_some_and(|b| s["deployments"][b as usize]["version"] == "1.0.0");
+        let on_v1 = booted_v1 && s["deployments"][0]["commit"] != c2.as_str();
+        if upgrades_due && !on_v1 {
+            drop(g);
+            restored += 1;
+            g = fresh_v1(1000 + trial);
+        }
         // What the last boot came up on, and whether it is intact.
         let s = g.status();
         let booted = s["booted"]
@@ -642,7 +680,9 @@ fn power_cut_during_upgrade_or_rollback_leaves_a_bootable_host() {
             1
         };
         let (name, est) = typical[op];
-        let delay = Duration::from_secs_f64(rng.next_f64() * est * 1.3);
+        // Until a cut of this kind has landed mid-operation, aim inside it.
+        let spread = if cut_during[op] == 0 { 0.8 } else { 1.3 };
+        let delay = Duration::from_secs_f64(rng.next_f64() * est * spread);
         let (tx, rx) = std::sync::mpsc::channel();
         let k = key.clone();
         std::thread::spawn(move || {
@@ -677,8 +717,12 @@ fn power_cut_during_upgrade_or_rollback_leaves_a_bootable_host() {
     assert_eq!(g.ssh("cat /etc/user.conf"), "mine\n");
     assert_eq!(g.ssh("cat /var/lib/upd/data"), "kept\n");
     eprintln!(
-        "figures: {trials} power cuts: upgrade {} mid-operation + {} after it finished, rollback {} + {}; every next boot ready and healthy (booted: {booted_versions:?})",
+        "figures: {trials} power cuts: upgrade {} mid-operation + {} after it finished, rollback {} + {}; every next boot ready and healthy (booted: {booted_versions:?}; {restored} fresh v1 disks)",
         cut_during[0], cut_after[0], cut_during[1], cut_after[1]
+    );
+    assert!(
+        trials < 4 || (cut_during[0] > 0 && cut_during[1] > 0),
+        "cuts must land during both upgrade and rollback"
     );
     assert!(
         cut_during[0] + cut_during[1] > 0,
