@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::process::Command;
+
 use support::*;
 
 const V1: Release = Release {
@@ -250,6 +252,208 @@ fn tampered_delta_is_refused_and_nothing_changes() {
     assert!(before == h.snapshot(), "a refused upgrade changed the host");
 }
 
+/// v1 installed and v2 published (signed with the host's key unless
+/// `other_key` names a GPG home whose first key signs instead).
+fn v1_installed_v2_published(other_key: Option<&std::path::Path>) -> Host {
+    let h = Host::new();
+    let (r1, c1) = h.build(&V1, 1);
+    h.publish(&r1, true);
+    h.install(&c1);
+    let (r2, _) = h.build(&V2, 2);
+    match other_key {
+        None => {
+            h.publish(&r2, true);
+        }
+        Some(home) => {
+            let list = run(Command::new("gpg")
+                .arg("--homedir")
+                .arg(home)
+                .args(["--list-keys", "--with-colons"]));
+            let key = String::from_utf8_lossy(&list.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("fpr:::::::::"))
+                .map(|l| l.trim_end_matches(':').to_string())
+                .unwrap();
+            basalt_builder::publish::publish(&basalt_builder::publish::PublishOpts {
+                repo: h.path("pub"),
+                source: Some(r2),
+                cache_dir: h.path("cache"),
+                deltas_from: 2,
+                sign_key: Some(key),
+                gpg_homedir: Some(home.to_path_buf()),
+                dry_run: false,
+                force: false,
+            })
+            .unwrap();
+        }
+    }
+    h
+}
+
+/// An upgrade that must fail with one clear error and change nothing.
+fn refused(h: &Host, what: &str, expect: &[&str]) -> String {
+    let before = h.snapshot();
+    let out = h.update(&["upgrade"]);
+    let err = stderr(&out);
+    eprintln!("{what}: {err}");
+    assert!(!out.status.success(), "{what}: the upgrade went through");
+    for e in expect {
+        assert!(err.contains(e), "{what}: {e:?} not in {err}");
+    }
+    assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+    assert!(
+        before == h.snapshot(),
+        "{what}: a refused upgrade changed the host"
+    );
+    err
+}
+
+/// A release signed with a key the host does not trust is refused.
+#[test]
+fn a_signature_by_another_key_is_refused() {
+    let other = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        other.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let out = run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(other.path())
+        .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+        .args([
+            "Not Basalt <other@basalt.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let h = v1_installed_v2_published(Some(other.path()));
+    let err = refused(&h, "another key", &["pulling basalt:"]);
+    assert!(
+        err.to_lowercase().contains("gpg") || err.contains("signature"),
+        "{err}"
+    );
+}
+
+/// 404 and 500 answers, and a truncated delta: each a clear error naming the
+/// remote, nothing staged; the host upgrades once the server is right again.
+#[test]
+fn server_errors_and_a_truncated_delta_change_nothing() {
+    let mut h = v1_installed_v2_published(None);
+    // 500 for every delta part.
+    let pubdir = h.path("pub");
+    h.server
+        .restart_failing(&pubdir, h.path("http-500.log"), &["/deltas/"], 500);
+    refused(&h, "HTTP 500", &["pulling basalt:", "500"]);
+    // 404 for deltas and objects (a 404 for a delta alone makes libostree
+    // fall back to objects, which is right).
+    h.server.restart_failing(
+        &pubdir,
+        h.path("http-404.log"),
+        &["/deltas/", "/objects/"],
+        404,
+    );
+    refused(&h, "HTTP 404", &["pulling basalt:", "404"]);
+    h.server
+        .restart_failing(&pubdir, h.path("http.log"), &[], 404);
+    // A delta part cut in half.
+    let mut parts = Vec::new();
+    let mut stack = vec![h.path("pub/deltas")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.file_name() == "0" {
+                parts.push((e.path(), std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    assert!(!parts.is_empty(), "the publish wrote no delta parts");
+    for (p, data) in &parts {
+        std::fs::write(p, &data[..data.len() / 2]).unwrap();
+    }
+    refused(&h, "truncated delta", &["pulling basalt:"]);
+    // The parts restored: the same host upgrades.
+    for (p, data) in &parts {
+        std::fs::write(p, data).unwrap();
+    }
+    h.update_ok(&["upgrade"]);
+    assert_eq!(h.status()["deployments"].as_array().unwrap().len(), 2);
+}
+
+/// The sysroot's filesystem full during the pull: a clear error, nothing
+/// staged, and the upgrade goes through once space is freed.
+#[test]
+fn a_full_disk_during_the_pull_changes_nothing_and_recovers() {
+    let h = Host::new();
+    // The sysroot on its own small ext4 (loop-mounted), so that it can fill up.
+    let img = h.path("sysroot.img");
+    let sysroot = h.path("sysroot");
+    std::fs::create_dir_all(&sysroot).unwrap();
+    let ok = |cmd: &mut Command| {
+        let out = run(cmd);
+        assert!(out.status.success(), "{cmd:?}: {}", stderr(&out));
+    };
+    ok(Command::new("truncate").arg("-s").arg("64M").arg(&img));
+    ok(Command::new("mkfs.ext4").args(["-q", "-m", "0"]).arg(&img));
+    ok(Command::new("mount")
+        .arg("-o")
+        .arg("loop")
+        .arg(&img)
+        .arg(&sysroot));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let deploy = self.0.join("ostree/deploy/basalt/deploy");
+            if let Ok(dirs) = std::fs::read_dir(deploy) {
+                for d in dirs.flatten() {
+                    let _ = Command::new("chattr").arg("-i").arg(d.path()).output();
+                }
+            }
+            let _ = Command::new("umount").arg(&self.0).output();
+        }
+    }
+    let _mounted = Unmount(sysroot.clone());
+    let (r1, c1) = h.build(&V1, 1);
+    h.publish(&r1, true);
+    h.install(&c1);
+    // v2 brings 3 MB of new content.
+    let (r2, _) = h.build(
+        &Release {
+            version: "2.0.0",
+            initramfs: &"initramfs two ".repeat(200_000),
+            motd: "motd two\n",
+        },
+        2,
+    );
+    h.publish(&r2, true);
+    // Fill the filesystem but for 256 KiB.
+    let df = run(Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(&sysroot));
+    let free: u64 = String::from_utf8_lossy(&df.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let filler = sysroot.join("filler");
+    ok(Command::new("fallocate")
+        .arg("-l")
+        .arg((free - (256 << 10)).to_string())
+        .arg(&filler));
+    let err = refused(&h, "full disk", &["pulling basalt:"]);
+    assert!(
+        err.contains("No space left on device") || err.to_lowercase().contains("space"),
+        "{err}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    h.update_ok(&["upgrade"]);
+    assert_eq!(h.status()["deployments"].as_array().unwrap().len(), 2);
+}
+
 /// `upgrade` stages: the new deployment is the default at once, and
 /// `finalize` (what PID 1 runs at shutdown) deploys it again with /etc merged
 /// from the booted /etc as it is then, so a change made after the upgrade
@@ -298,10 +502,10 @@ fn finalize_keeps_etc_changes_made_after_the_upgrade() {
     assert_eq!(s["deployments"][0]["commit"], c2.as_str(), "{s}");
     assert_eq!(s["deployments"][1]["booted"], true, "{s}");
     let entry = format!("basalt-{}-1+3.conf", &c2[..12]);
-    assert_eq!(
-        h.entries(),
-        vec!["basalt-1+3.conf".to_string(), entry.clone()]
-    );
+    // Sorted by name; the commit's hash decides the order.
+    let mut want = vec!["basalt-1+3.conf".to_string(), entry.clone()];
+    want.sort();
+    assert_eq!(h.entries(), want);
     let text = std::fs::read_to_string(h.path("esp/loader/entries").join(&entry)).unwrap();
     assert!(
         text.contains(&format!("ostree=/ostree/deploy/basalt/deploy/{c2}.1")),

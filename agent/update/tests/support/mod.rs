@@ -331,6 +331,38 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Stops this server and serves `dir` again on the same port, answering
+    /// `status` for every path that contains one of `failing` (objects, deltas).
+    pub fn restart_failing(&mut self, dir: &Path, log: PathBuf, failing: &[&str], status: u16) {
+        self.stop();
+        let script = format!(
+            "import http.server, sys\n\
+             class H(http.server.SimpleHTTPRequestHandler):\n\
+             \x20   def do_GET(self):\n\
+             \x20       if any(f in self.path for f in {failing:?}):\n\
+             \x20           self.send_error({status})\n\
+             \x20       else:\n\
+             \x20           super().do_GET()\n\
+             http.server.ThreadingHTTPServer.allow_reuse_address = True\n\
+             http.server.ThreadingHTTPServer(('127.0.0.1', {port}), H).serve_forever()\n",
+            port = self.port
+        );
+        self.child = Command::new("python3")
+            .args(["-c", &script])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the failing server did not start on port {}", self.port);
+    }
 }
 
 impl Drop for Server {
