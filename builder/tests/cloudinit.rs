@@ -823,9 +823,11 @@ fn cloud_init_from_nocloud_over_http() {
         "#cloud-config\nwrite_files:\n  - path: /etc/basalt-ci/http.txt\n    content: over HTTP\n  - path: /etc/basalt/engine/registries.json\n    content: '{{\"insecure\": [\"10.0.2.2:{p}\"]}}'\ncontainers:\n  - name: hello\n    image: 10.0.2.2:{p}/busybox:v1\n    command: while true; do echo from cloud-init; sleep 2; done\n    restart: always\n",
         p = reg.port
     );
-    let (port, log) = serve(move |req| {
-        match req.path.as_str() {
-        "/meta-data" => (200, b"instance-id: iid-http-1\nlocal-hostname: http-node\n".to_vec()),
+    let (port, log) = serve(move |req| match req.path.as_str() {
+        "/meta-data" => (
+            200,
+            b"instance-id: iid-http-1\nlocal-hostname: http-node\n".to_vec(),
+        ),
         "/user-data" => (200, user_data.clone().into_bytes()),
         "/vendor-data" => {
             std::thread::sleep(Duration::from_secs(3));
@@ -833,7 +835,6 @@ fn cloud_init_from_nocloud_over_http() {
         }
         "/network-config" => (500, b"broken".to_vec()),
         _ => (404, Vec::new()),
-    }
     });
     let dir = tempfile::tempdir().unwrap();
     let arg = format!("ds=nocloud;s=http://10.0.2.2:{port}/");
@@ -873,7 +874,10 @@ fn cloud_init_from_nocloud_over_http() {
         .ssh("basaltctl journal -o cat CONTAINER_NAME=hello")
         .contains("from cloud-init")
     {
-        assert!(Instant::now() < deadline, "no container output in the journal");
+        assert!(
+            Instant::now() < deadline,
+            "no container output in the journal"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     g.poweroff();

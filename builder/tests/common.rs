@@ -71,7 +71,10 @@ impl TestRegistry {
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "docker-registry did not listen");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not listen"
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let oci = reg._dir.path().join("oci");

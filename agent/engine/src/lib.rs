@@ -5,6 +5,7 @@
 pub mod api;
 pub mod archive;
 pub mod auth;
+pub mod cgroups;
 pub mod cli;
 pub mod client;
 pub mod commit;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::container::{Bundle, Crun};
+use crate::container::{Bundle, CgroupManager, Crun};
 use crate::journal_send::{JournalSender, JOURNAL_SOCKET};
 use crate::logfile::{LogWriter, Stream, LOG_FILE};
 use crate::network::Networks;
@@ -475,8 +475,18 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         .trim()
         .parse()
         .with_context(|| format!("parsing {}", pid_file.display()))?;
+    // Without a cgroup manager, the engine's own v1 cgroups (pause, stats).
+    let own_cgroups = crun.cgroup_manager == CgroupManager::Disabled
+        && crate::container::cgroup_layout() != crate::container::CgroupLayout::Unified;
+    if own_cgroups {
+        crate::cgroups::v1_remove(&rec.id);
+        crate::cgroups::v1_join(&rec.id, pid);
+    }
     if let Err(e) = crun.start(&rec.id) {
         let _ = crun.delete(&rec.id);
+        if own_cgroups {
+            crate::cgroups::v1_remove(&rec.id);
+        }
         return Err(e.into());
     }
     let me = std::process::id();
@@ -498,6 +508,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         r.state.error.clear();
         r.state.stopped_by_user = false;
         r.state.oom_killed = false;
+        r.state.paused = false;
     })?;
     Ok(Running {
         pid,
@@ -536,6 +547,7 @@ impl Running {
             tracing::warn!(error = %e, "crun delete");
         }
         self.attached.teardown();
+        crate::cgroups::v1_remove(id);
         if let Err(e) = self.bundle.unmount() {
             tracing::warn!(error = %e, "unmounting the rootfs");
         }
@@ -545,6 +557,7 @@ impl Running {
             r.state.gateway = None;
             r.state.published.clear();
             r.state.status = Status::Exited;
+            r.state.paused = false;
             r.state.pid = 0;
             r.state.exit_code = code;
             r.state.finished_ns = now_ns();

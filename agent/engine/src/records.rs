@@ -317,6 +317,8 @@ pub struct ContainerState {
     pub restart_count: u32,
     /// An OOM or signal is reported in the exit code (128+N) as Docker does.
     pub oom_killed: bool,
+    /// Frozen by `pause` (the status stays running).
+    pub paused: bool,
     /// While running on a network: the address, the gateway and the ports as
     /// published (free ports filled in).
     pub ip_address: Option<std::net::Ipv4Addr>,
@@ -348,6 +350,15 @@ impl ContainerRecord {
 
     pub fn running(&self) -> bool {
         self.state.status == Status::Running
+    }
+
+    /// Docker's `State.Status`: `paused` is a running container that is frozen.
+    pub fn status_str(&self) -> &'static str {
+        if self.running() && self.state.paused {
+            "paused"
+        } else {
+            self.state.status.as_str()
+        }
     }
 }
 

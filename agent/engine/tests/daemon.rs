@@ -735,3 +735,120 @@ fn published_port_volume_and_limits_through_the_api_outlive_a_killed_daemon() {
     d.remove_all();
     assert_eq!(attachments(&root), (0, 0));
 }
+
+fn log_lines(d: &EngineDaemon, id: &str) -> usize {
+    let (st, b) = api(
+        &d.socket,
+        "GET",
+        &format!("/containers/{id}/logs?stdout=1"),
+        None,
+    );
+    assert_eq!(st, 200);
+    demux(&b).0.lines().count()
+}
+
+#[test]
+fn pause_unpause_stop_and_kill_of_paused_containers() {
+    if tools_missing() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_reg, registries, image) = registry_with_busybox(tmp.path());
+    let root = tmp.path().join("root");
+    let d = EngineDaemon::start(&root, &registries, &[]);
+    pull(&d, &image);
+    let body = json!({"Image": image, "HostConfig": {"NetworkMode": "none"},
+        "Cmd": ["sh", "-c", "trap 'exit 3' TERM; i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done"]});
+    let id = d.run("ticker", body.clone());
+    d.wait_until(&id, 10, |_| log_lines(&d, &id) > 3);
+    let (st, v) = d.call("POST", &format!("/containers/{id}/pause"), None);
+    assert_eq!(st, 204, "{v}");
+    let v = d.inspect(&id);
+    assert_eq!(v["State"]["Status"], "paused", "{v}");
+    assert_eq!(v["State"]["Paused"], true);
+    assert_eq!(v["State"]["Running"], true);
+    let (_, list) = d.call(
+        "GET",
+        "/containers/json?filters=%7B%22status%22%3A%5B%22paused%22%5D%7D",
+        None,
+    );
+    assert_eq!(list[0]["State"], "paused", "{list}");
+    assert!(
+        list[0]["Status"].as_str().unwrap().ends_with("(Paused)"),
+        "{list}"
+    );
+    // Frozen: no output while paused.
+    std::thread::sleep(Duration::from_millis(200));
+    let n = log_lines(&d, &id);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(log_lines(&d, &id), n, "output while paused");
+    let (st, v) = d.call("POST", &format!("/containers/{id}/pause"), None);
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("already paused"),
+        "{v}"
+    );
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{id}/exec"),
+        Some(&json!({"Cmd": ["true"]})),
+    );
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("is paused"), "{v}");
+    let (st, v) = d.call("POST", &format!("/containers/{id}/unpause"), None);
+    assert_eq!(st, 204, "{v}");
+    assert_eq!(d.inspect(&id)["State"]["Status"], "running");
+    d.wait_until(&id, 10, |_| log_lines(&d, &id) > n + 3);
+    let (st, v) = d.call("POST", &format!("/containers/{id}/unpause"), None);
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("is not paused"),
+        "{v}"
+    );
+    // stop of a paused container: the TERM reaches it once thawed.
+    assert_eq!(
+        d.call("POST", &format!("/containers/{id}/pause"), None).0,
+        204
+    );
+    let t0 = Instant::now();
+    let (st, v) = d.call("POST", &format!("/containers/{id}/stop?t=5"), None);
+    assert_eq!(st, 204, "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    let v = d.inspect(&id);
+    assert_eq!(v["State"]["Status"], "exited", "{v}");
+    assert_eq!(v["State"]["Paused"], false, "{v}");
+    assert_eq!(v["State"]["ExitCode"], 3, "{v}");
+    // Bad input: a stopped container.
+    let (st, v) = d.call("POST", &format!("/containers/{id}/pause"), None);
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(
+        v["message"],
+        format!("Container {id} is not running"),
+        "{v}"
+    );
+    let (st, _) = d.call("POST", "/containers/nosuch/pause", None);
+    assert_eq!(st, 404);
+    // kill of a paused container, and wait reports its code.
+    assert_eq!(
+        d.call("POST", &format!("/containers/{id}/start"), None).0,
+        204
+    );
+    assert_eq!(
+        d.call("POST", &format!("/containers/{id}/pause"), None).0,
+        204
+    );
+    let (st, v) = d.call("POST", &format!("/containers/{id}/kill"), None);
+    assert_eq!(st, 204, "{v}");
+    let (st, v) = d.call("POST", &format!("/containers/{id}/wait"), None);
+    assert_eq!((st, v["StatusCode"].as_i64()), (200, Some(137)), "{v}");
+    assert_eq!(d.inspect(&id)["State"]["Status"], "exited");
+    // The engine's own cgroups (hybrid host) are gone with the container.
+    for c in ["freezer", "memory", "cpuacct", "pids"] {
+        let dir = std::path::Path::new("/sys/fs/cgroup")
+            .join(c)
+            .join("basalt")
+            .join(&id);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    d.remove_all();
+}

@@ -483,8 +483,9 @@ fn status_text(r: &ContainerRecord) -> String {
     match r.state.status {
         Status::Created => "Created".into(),
         Status::Running => format!(
-            "Up {}",
-            human_duration(now.saturating_sub(r.state.started_ns))
+            "Up {}{}",
+            human_duration(now.saturating_sub(r.state.started_ns)),
+            if r.state.paused { " (Paused)" } else { "" }
         ),
         Status::Exited => format!(
             "Exited ({}) {} ago",
@@ -576,7 +577,7 @@ fn list_json(r: &ContainerRecord) -> Value {
         "Id": r.id, "Names": [format!("/{}", r.name)], "Image": familiar(&r.image),
         "ImageID": r.image_id.to_string(), "Command": r.spec.argv.join(" "),
         "Created": r.created_ns / 1_000_000_000, "Ports": ports, "Labels": r.spec.labels,
-        "State": r.state.status.as_str(), "Status": status_text(r),
+        "State": r.status_str(), "Status": status_text(r),
         "HostConfig": {"NetworkMode": r.spec.network},
         "NetworkSettings": {"Networks": networks_json(r)},
     })
@@ -584,7 +585,7 @@ fn list_json(r: &ContainerRecord) -> Value {
 
 fn matches(r: &ContainerRecord, key: &str, vals: &[String]) -> bool {
     vals.iter().any(|v| match key {
-        "status" => r.state.status.as_str() == v,
+        "status" => r.status_str() == v,
         "name" => r.name.contains(v.trim_start_matches('/')),
         "id" => r.id.starts_with(v.as_str()),
         "exited" => r.state.status == Status::Exited && v.parse() == Ok(r.state.exit_code),
@@ -658,7 +659,7 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
             "Path": r.spec.argv.first().cloned().unwrap_or_default(),
             "Args": r.spec.argv.iter().skip(1).collect::<Vec<_>>(),
             "State": {
-                "Status": s.status.as_str(), "Running": r.running(), "Paused": false,
+                "Status": r.status_str(), "Running": r.running(), "Paused": r.running() && s.paused,
                 "Restarting": false, "OOMKilled": s.oom_killed, "Dead": false,
                 "Pid": s.pid, "ExitCode": s.exit_code, "Error": s.error,
                 "StartedAt": rfc3339(s.started_ns), "FinishedAt": rfc3339(s.finished_ns),
@@ -758,6 +759,13 @@ pub async fn kill(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
     }
     let (c, id) = (d.containers.clone(), id.to_string());
     blocking(move || Ok(c.kill(&id, &signal)?)).await?;
+    empty(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/pause` (`true`) and `/unpause`.
+pub async fn pause(d: Arc<Daemon>, id: &str, paused: bool) -> ApiResult {
+    let (c, id) = (d.containers.clone(), id.to_string());
+    blocking(move || Ok(c.pause(&id, paused)?)).await?;
     empty(StatusCode::NO_CONTENT)
 }
 

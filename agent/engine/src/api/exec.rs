@@ -59,6 +59,15 @@ pub async fn create(d: Arc<Daemon>, id: &str, req: Request<Incoming>) -> ApiResu
             format!("Container {} is not running", rec.id),
         ));
     }
+    if rec.state.paused {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "Container {} is paused, unpause the container before exec",
+                rec.id
+            ),
+        ));
+    }
     let exec_id = crate::container::new_container_id()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let e = ExecRecord {

@@ -324,6 +324,8 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
         (&Method::POST, ["containers", id, "stop"]) => containers::stop(d, id, &q).await,
         (&Method::POST, ["containers", id, "restart"]) => containers::restart(d, id, &q).await,
         (&Method::POST, ["containers", id, "kill"]) => containers::kill(d, id, &q).await,
+        (&Method::POST, ["containers", id, "pause"]) => containers::pause(d, id, true).await,
+        (&Method::POST, ["containers", id, "unpause"]) => containers::pause(d, id, false).await,
         (&Method::POST, ["containers", id, "wait"]) => containers::wait(d, id, &q).await,
         (&Method::DELETE, ["containers", id]) => containers::remove(d, id, &q).await,
         (&Method::GET, ["containers", id, "logs"]) => containers::logs(d, id, &q).await,
