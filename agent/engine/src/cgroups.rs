@@ -212,6 +212,14 @@ impl Cgroup {
         }
     }
 
+    /// The directory with `memory.stat`, if the container has one.
+    pub fn memory_dir(&self) -> Option<&Path> {
+        match self {
+            Cgroup::V1 { memory, .. } => memory.as_deref(),
+            Cgroup::V2(dir) => Some(dir),
+        }
+    }
+
     /// The v1 freezer directory, if the container has one.
     pub fn v1_freezer(&self) -> Option<&Path> {
         match self {

@@ -736,6 +736,15 @@ fn published_port_volume_and_limits_through_the_api_outlive_a_killed_daemon() {
     assert_eq!(attachments(&root), (0, 0));
 }
 
+/// A registry with busybox, a daemon on a private root, and the image pulled.
+fn daemon_with_busybox() -> (tempfile::TempDir, common::Registry, EngineDaemon, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reg, registries, image) = registry_with_busybox(tmp.path());
+    let d = EngineDaemon::start(&tmp.path().join("root"), &registries, &[]);
+    pull(&d, &image);
+    (tmp, reg, d, image)
+}
+
 fn log_lines(d: &EngineDaemon, id: &str) -> usize {
     let (st, b) = api(
         &d.socket,
@@ -752,11 +761,7 @@ fn pause_unpause_stop_and_kill_of_paused_containers() {
     if tools_missing() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (_reg, registries, image) = registry_with_busybox(tmp.path());
-    let root = tmp.path().join("root");
-    let d = EngineDaemon::start(&root, &registries, &[]);
-    pull(&d, &image);
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
     let body = json!({"Image": image, "HostConfig": {"NetworkMode": "none"},
         "Cmd": ["sh", "-c", "trap 'exit 3' TERM; i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done"]});
     let id = d.run("ticker", body.clone());
@@ -850,5 +855,120 @@ fn pause_unpause_stop_and_kill_of_paused_containers() {
             .join(&id);
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
+    d.remove_all();
+}
+
+/// Reads a streaming response until `n` JSON lines have come (or panics).
+fn stream_lines(d: &EngineDaemon, path: &str, n: usize) -> Vec<Value> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: engine\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        let k = s.read(&mut buf).unwrap();
+        assert!(k > 0, "stream ended: {text}");
+        raw.extend_from_slice(&buf[..k]);
+    }
+}
+
+#[test]
+fn top_and_stats_of_a_running_container() {
+    if tools_missing() || net_tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    let id = d.run(
+        "busy",
+        json!({"Image": image, "Cmd": ["sh", "-c",
+            "sleep 1000 & sleep 1001 & while true; do :; done"]}),
+    );
+    let init = d.inspect(&id)["State"]["Pid"].as_u64().unwrap();
+    d.wait_until(&id, 10, |_| {
+        let (_, v) = d.call("GET", &format!("/containers/{id}/top"), None);
+        v["Processes"].as_array().map_or(0, |a| a.len()) == 3
+    });
+    let (st, v) = d.call("GET", &format!("/containers/{id}/top"), None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["Titles"],
+        json!(["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"])
+    );
+    let rows = v["Processes"].as_array().unwrap();
+    let pids: Vec<u64> = rows
+        .iter()
+        .map(|r| r[1].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(pids.contains(&init), "{v}");
+    assert!(rows.iter().any(|r| r[7] == "sleep 1001"), "{v}");
+    assert!(rows.iter().all(|r| r[0] == "root" && r[5] == "?"), "{v}");
+    let (st, v) = d.call(
+        "GET",
+        &format!("/containers/{id}/top?ps_args=-o%20pid,comm"),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["Titles"], json!(["PID", "COMMAND"]), "{v}");
+    assert_eq!(v["Processes"].as_array().unwrap().len(), 3, "{v}");
+    // One answer: two samples a second apart.
+    let t0 = Instant::now();
+    let (st, s) = d.call("GET", &format!("/containers/{id}/stats?stream=false"), None);
+    assert_eq!(st, 200, "{s}");
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    assert_eq!(s["id"], id.as_str());
+    assert_eq!(s["name"], "/busy");
+    assert!(s["networks"]["eth0"]["rx_bytes"].is_u64(), "{s}");
+    let has_cgroup = std::path::Path::new("/sys/fs/cgroup/unified").exists()
+        && std::path::Path::new("/sys/fs/cgroup/memory").exists();
+    let (mem, limit) = (
+        s["memory_stats"]["usage"].as_u64().unwrap(),
+        s["memory_stats"]["limit"].as_u64().unwrap(),
+    );
+    let cpu = s["cpu_stats"]["cpu_usage"]["total_usage"].as_u64().unwrap();
+    let precpu = s["precpu_stats"]["cpu_usage"]["total_usage"]
+        .as_u64()
+        .unwrap();
+    let sys = s["cpu_stats"]["system_cpu_usage"].as_u64().unwrap()
+        - s["precpu_stats"]["system_cpu_usage"].as_u64().unwrap();
+    println!(
+        "stats: memory {mem} of {limit}, cpu {} ms in the last second ({:.0}% as docker stats shows it), pids {}",
+        (cpu - precpu) / 1_000_000,
+        (cpu - precpu) as f64 / sys.max(1) as f64 * 100.0 * s["cpu_stats"]["online_cpus"].as_u64().unwrap() as f64,
+        s["pids_stats"]["current"]
+    );
+    if has_cgroup {
+        assert!(mem > 0 && limit >= mem, "{s}");
+        assert_eq!(s["pids_stats"]["current"], 3, "{s}");
+        // The busy loop uses most of a CPU.
+        assert!(cpu - precpu > 300_000_000, "{s}");
+    }
+    let lines = stream_lines(&d, &format!("/containers/{id}/stats"), 2);
+    assert_eq!(lines[1]["precpu_stats"], lines[0]["cpu_stats"], "{lines:?}");
+    // Bad inputs.
+    let (st, v) = d.call("GET", "/containers/nosuch/stats?stream=false", None);
+    assert_eq!(st, 404, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("No such container"),
+        "{v}"
+    );
+    d.call("POST", &format!("/containers/{id}/kill"), None);
+    let (st, v) = d.call("GET", &format!("/containers/{id}/top"), None);
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["message"], format!("Container {id} is not running"));
+    let (st, s) = d.call("GET", &format!("/containers/{id}/stats?stream=false"), None);
+    assert_eq!(st, 200, "{s}");
+    assert_eq!(s["memory_stats"]["usage"], 0, "{s}");
     d.remove_all();
 }

@@ -8,6 +8,7 @@ mod containers;
 mod exec;
 mod images;
 mod networks;
+mod stats;
 mod system;
 
 use std::collections::HashMap;
@@ -326,6 +327,8 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
         (&Method::POST, ["containers", id, "kill"]) => containers::kill(d, id, &q).await,
         (&Method::POST, ["containers", id, "pause"]) => containers::pause(d, id, true).await,
         (&Method::POST, ["containers", id, "unpause"]) => containers::pause(d, id, false).await,
+        (&Method::GET, ["containers", id, "top"]) => stats::top(d, id, &q).await,
+        (&Method::GET, ["containers", id, "stats"]) => stats::stats(d, id, &q).await,
         (&Method::POST, ["containers", id, "wait"]) => containers::wait(d, id, &q).await,
         (&Method::DELETE, ["containers", id]) => containers::remove(d, id, &q).await,
         (&Method::GET, ["containers", id, "logs"]) => containers::logs(d, id, &q).await,
