@@ -9,6 +9,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod client;
 pub mod commit;
+pub mod console;
 pub mod container;
 pub mod daemon;
 pub mod digest;

@@ -65,6 +65,9 @@ pub struct Containers {
     /// The last exit code of removed containers, for `wait?condition=removed`
     /// (`docker run --rm`) that may look only after the removal.
     removed: Mutex<HashMap<String, i32>>,
+    /// Containers a client attached to before they started (`docker run -it`):
+    /// their next monitor waits for the client before the container runs.
+    pending_attach: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Docker's generated names: adjective_noun.
@@ -90,6 +93,7 @@ impl Containers {
             exe,
             locks: Mutex::new(HashMap::new()),
             removed: Mutex::new(HashMap::new()),
+            pending_attach: Mutex::new(Default::default()),
         }
     }
 
@@ -150,8 +154,26 @@ impl Containers {
         if rec.running() && monitor::monitor_alive(&rec) {
             return Err(LifecycleError::NotModified(rec.id));
         }
-        monitor::spawn(&self.exe, self.store.root(), &rec.id)?;
+        let wait_attach = self
+            .pending_attach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&rec.id);
+        monitor::spawn(&self.exe, self.store.root(), &rec.id, wait_attach)?;
         Ok(self.store.container(id)?)
+    }
+
+    /// A client is attached to the stdio of a container that is not running yet.
+    pub fn attach_pending(&self, id: &str, pending: bool) {
+        let mut p = self
+            .pending_attach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pending {
+            p.insert(id.to_string());
+        } else {
+            p.remove(id);
+        }
     }
 
     /// Waits until `f` holds for the record (or the record is gone: `None`).

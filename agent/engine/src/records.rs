@@ -155,6 +155,12 @@ pub struct ContainerSpec {
     pub mounts: Vec<MountRecord>,
     pub limits: LimitsRecord,
     pub security: Security,
+    /// `-t`: the container's stdio is a pty whose master the monitor holds.
+    pub tty: bool,
+    /// `-i`: stdin is kept open for attach.
+    pub open_stdin: bool,
+    /// Stdin closes when the first attached client closes it.
+    pub stdin_once: bool,
 }
 
 /// Where a container's network namespace is pinned (`network_setup`).
@@ -231,6 +237,7 @@ impl ContainerSpec {
                 pids: l.pids,
             },
             security: self.security.clone(),
+            tty: self.tty,
             ..Default::default()
         }
     }

@@ -423,7 +423,11 @@ fn api_errors_and_nothing_half_created() {
             404,
             "nosuchnet",
         ),
-        (json!({"Image": image, "Tty": true}), 400, "TTY"),
+        (
+            json!({"Image": image, "HostConfig": {"Devices": [{"PathOnHost": "/dev/null"}]}}),
+            400,
+            "--device",
+        ),
         (json!({}), 400, "Image is required"),
     ];
     for (body, status, needle) in bad {

@@ -313,11 +313,8 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
                 "Config cannot be empty in order to create a container: Image is required",
             )
         })?;
-    if b["Tty"].as_bool() == Some(true) || b["OpenStdin"].as_bool() == Some(true) {
-        return Err(ApiError::bad(
-            "-t and -i (a TTY or stdin) are not supported by this engine yet; run without them",
-        ));
-    }
+    let tty = b["Tty"].as_bool().unwrap_or(false);
+    let open_stdin = b["OpenStdin"].as_bool().unwrap_or(false);
     let hc = &b["HostConfig"];
     let warnings = Vec::new();
     if hc["Devices"].as_array().is_some_and(|a| !a.is_empty()) {
@@ -381,7 +378,14 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
         entrypoint: strings(&b["Entrypoint"])
             .map(|e| e.into_iter().filter(|s| !s.is_empty()).collect()),
         cmd: strings(&b["Cmd"]).unwrap_or_default(),
-        env: strings(&b["Env"]).unwrap_or_default(),
+        env: {
+            let mut env = strings(&b["Env"]).unwrap_or_default();
+            // As Docker: a TTY gets TERM=xterm unless the request sets TERM.
+            if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+                env.push("TERM=xterm".into());
+            }
+            env
+        },
         workdir: b["WorkingDir"]
             .as_str()
             .filter(|s| !s.is_empty())
@@ -405,6 +409,9 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
         mounts: mounts(hc)?,
         limits: limits(hc)?,
         security: security(hc)?,
+        tty,
+        open_stdin,
+        stdin_once: b["StdinOnce"].as_bool().unwrap_or(false),
     };
     Ok((
         CreateOpts {
@@ -689,8 +696,8 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
             "Config": {
                 "Hostname": r.spec.hostname.clone().unwrap_or_else(|| r.short_id().to_string()),
                 "Domainname": "", "User": r.spec.user.clone().unwrap_or_default(),
-                "AttachStdin": false, "AttachStdout": true, "AttachStderr": true,
-                "Tty": false, "OpenStdin": false, "StdinOnce": false,
+                "AttachStdin": r.spec.open_stdin, "AttachStdout": true, "AttachStderr": true,
+                "Tty": r.spec.tty, "OpenStdin": r.spec.open_stdin, "StdinOnce": r.spec.stdin_once,
                 "Env": r.spec.env, "Cmd": r.spec.cmd, "Image": r.image,
                 "Volumes": null, "WorkingDir": r.spec.workdir.clone().unwrap_or_default(),
                 "Entrypoint": r.spec.entrypoint, "Labels": r.spec.labels,
@@ -912,6 +919,9 @@ pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incomi
     let (stdout, stderr) = (q.flag("stdout"), q.flag("stderr"));
     let (store, key) = (d.store.clone(), id.to_string());
     let rec = blocking(move || Ok(store.container(&key)?)).await?;
+    if (rec.spec.tty || rec.spec.open_stdin) && req.headers().contains_key(hyper::header::UPGRADE) {
+        return attach_stdio(d, rec, q.flag("stdin"), req);
+    }
     let path = d
         .store
         .root()
@@ -936,4 +946,124 @@ pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incomi
         });
     }
     Ok(resp)
+}
+
+/// Attach to a `-i`/`-t` container: the hijacked connection is relayed to the
+/// monitor's attach socket (`console.rs`), input included when `stdin` is asked
+/// for. With a TTY the stream is raw, as Docker sends it; without, multiplexed. A
+/// container that has not started yet is waited for, and its monitor waits for
+/// this client before the container runs, so no output is missed.
+fn attach_stdio(
+    d: Arc<Daemon>,
+    rec: ContainerRecord,
+    stdin: bool,
+    mut req: Request<Incoming>,
+) -> ApiResult {
+    use tokio::io::AsyncWriteExt;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    if !rec.running() {
+        d.containers.attach_pending(&rec.id, true);
+    }
+    let path = crate::console::attach_socket(d.store.root(), &rec.id);
+    let store = d.store.clone();
+    let containers = d.containers.clone();
+    let tty = rec.spec.tty;
+    tokio::spawn(async move {
+        let up = match on_upgrade.await {
+            Ok(up) => up,
+            Err(e) => {
+                containers.attach_pending(&rec.id, false);
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let io = hyper_util::rt::TokioIo::new(up);
+        let first_finish = rec.state.finished_ns;
+        let deadline = std::time::Instant::now() + Duration::from_secs(600);
+        let sock = loop {
+            if let Ok(s) = tokio::net::UnixStream::connect(&path).await {
+                break Some(s);
+            }
+            let gone = match store.container(&rec.id) {
+                Ok(r) => r.state.finished_ns > first_finish && !r.running(),
+                Err(_) => true,
+            };
+            if gone || std::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        containers.attach_pending(&rec.id, false);
+        let (mut cr, mut cw) = tokio::io::split(io);
+        let Some(mut sock) = sock else {
+            let _ = cw.shutdown().await;
+            return;
+        };
+        if sock.write_all(b"attach\n").await.is_err() {
+            return;
+        }
+        let (mut sr, mut sw) = sock.into_split();
+        let input = async {
+            if stdin {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                // The client closed stdin: the monitor closes it for StdinOnce.
+                let _ = sw.shutdown().await;
+            }
+            std::future::pending::<()>().await
+        };
+        let output = async {
+            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            let _ = cw.shutdown().await;
+        };
+        tokio::select! {
+            _ = output => {}
+            _ = input => {}
+        }
+    });
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("Content-Type", content_type)
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, "tcp")
+        .body(super::full(Bytes::new()))
+        .unwrap_or_default())
+}
+
+/// `POST /containers/{id}/resize?h=&w=`: the TTY's window size.
+pub async fn resize(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
+    let dim = |k: &str| -> Result<u16, ApiError> {
+        let v = q.get(k).unwrap_or("");
+        v.parse().map_err(|_| {
+            ApiError::bad(format!(
+                "invalid resize {k} {v:?}: a number from 0 to 65535"
+            ))
+        })
+    };
+    let (h, w) = (dim("h")?, dim("w")?);
+    let (store, key) = (d.store.clone(), id.to_string());
+    let root = d.store.root().to_path_buf();
+    blocking(move || {
+        let rec = store.container(&key)?;
+        if !rec.spec.tty {
+            return Err(ApiError::bad(format!(
+                "cannot resize container {}: it has no TTY (created without -t)",
+                rec.id
+            )));
+        }
+        if !rec.running() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("Container {} is not running", rec.id),
+            ));
+        }
+        crate::console::request_resize(&root, &rec.id, h, w)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("resize: {e}")))
+    })
+    .await?;
+    empty(StatusCode::OK)
 }

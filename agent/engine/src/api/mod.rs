@@ -5,6 +5,7 @@
 
 mod archive;
 mod containers;
+pub use containers::frame;
 mod exec;
 mod images;
 mod networks;
@@ -336,9 +337,8 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
         (&Method::POST, ["containers", id, "exec"]) => exec::create(d, id, req).await,
         (&Method::POST, ["exec", id, "start"]) => exec::start(d, id, req).await,
         (&Method::GET, ["exec", id, "json"]) => exec::inspect(d, id),
-        (&Method::POST, ["exec", _, "resize"]) | (&Method::POST, ["containers", _, "resize"]) => {
-            empty(StatusCode::OK)
-        }
+        (&Method::POST, ["containers", id, "resize"]) => containers::resize(d, id, &q).await,
+        (&Method::POST, ["exec", _, "resize"]) => empty(StatusCode::OK),
         (&Method::GET, ["images", "json"]) => images::list(d, &q).await,
         (&Method::POST, ["images", "create"]) if q.get("fromSrc").is_some() => {
             archive::import(d, req).await
