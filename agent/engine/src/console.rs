@@ -56,6 +56,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 /// Accepts crun's connection on the console socket and receives the pty master.
 pub fn receive_master(listener: &UnixListener) -> std::io::Result<OwnedFd> {
     let (conn, _) = listener.accept()?;
+    receive_fd(&conn)
+}
+
+/// Receives one file descriptor (SCM_RIGHTS) on a connected unix socket.
+pub fn receive_fd(conn: &UnixStream) -> std::io::Result<OwnedFd> {
     let mut data = [0u8; 256];
     let mut cmsg = [0u8; 64];
     let mut iov = libc::iovec {

@@ -749,7 +749,7 @@ fn daemon_with_busybox() -> (tempfile::TempDir, common::Registry, EngineDaemon, 
     (tmp, reg, d, image)
 }
 
-fn log_lines(d: &EngineDaemon, id: &str) -> usize {
+fn stdout_log(d: &EngineDaemon, id: &str) -> String {
     let (st, b) = api(
         &d.socket,
         "GET",
@@ -757,7 +757,11 @@ fn log_lines(d: &EngineDaemon, id: &str) -> usize {
         None,
     );
     assert_eq!(st, 200);
-    demux(&b).0.lines().count()
+    demux(&b).0
+}
+
+fn log_lines(d: &EngineDaemon, id: &str) -> usize {
+    stdout_log(d, id).lines().count()
 }
 
 #[test]
@@ -975,4 +979,168 @@ fn top_and_stats_of_a_running_container() {
     assert_eq!(st, 200, "{s}");
     assert_eq!(s["memory_stats"]["usage"], 0, "{s}");
     d.remove_all();
+}
+
+/// Sends an attach request with `Upgrade: tcp`; returns the connection after the
+/// 101 headers.
+fn attach_raw(d: &EngineDaemon, id: &str) -> std::os::unix::net::UnixStream {
+    upgrade(
+        d,
+        &format!("/v1.43/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1"),
+        "",
+    )
+}
+
+/// POSTs `body` to `path` with `Upgrade: tcp`; returns the raw connection after
+/// the 101 headers of a raw (TTY) stream.
+fn upgrade(d: &EngineDaemon, path: &str, body: &str) -> std::os::unix::net::UnixStream {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: engine\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("application/vnd.docker.raw-stream"), "{head}");
+    s
+}
+
+/// Reads from `s` until `needle` has come; returns everything read.
+fn read_until(s: &mut std::os::unix::net::UnixStream, seen: &mut String, needle: &str) {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert!(n > 0, "{needle:?} not in {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[test]
+fn tty_attach_and_exec_with_stdin_resize_and_logs() {
+    use std::io::{Read, Write};
+    if tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    let (st, v) = d.call(
+        "POST",
+        "/containers/create?name=term",
+        Some(
+            &json!({"Image": image, "Cmd": ["sh"], "Tty": true, "OpenStdin": true,
+            "StdinOnce": true, "AttachStdin": true, "HostConfig": {"NetworkMode": "none"}}),
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    let id = v["Id"].as_str().unwrap().to_string();
+    let cfg = d.inspect(&id)["Config"].clone();
+    assert_eq!(
+        (cfg["Tty"].as_bool(), cfg["OpenStdin"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert!(
+        cfg["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("TERM=xterm")),
+        "{cfg}"
+    );
+    let (st, v) = d.call("POST", &format!("/containers/{id}/resize?h=30&w=90"), None);
+    assert_eq!(st, 409, "resize before start: {v}");
+    // As the docker CLI does: attach, then start.
+    let mut s = attach_raw(&d, &id);
+    assert_eq!(
+        d.call("POST", &format!("/containers/{id}/start"), None).0,
+        204
+    );
+    let (st, v) = d.call("POST", &format!("/containers/{id}/resize?h=40&w=100"), None);
+    assert_eq!(st, 200, "{v}");
+    let mut seen = String::new();
+    s.write_all(b"tty; stty size; echo h''i\n").unwrap();
+    read_until(&mut s, &mut seen, "hi\r\n");
+    assert!(seen.contains("/dev/pts/0"), "{seen:?}");
+    assert!(seen.contains("40 100"), "{seen:?}");
+    s.write_all(b"exit 7\n").unwrap();
+    // The stream ends when the container exits.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let (st, v) = d.call("POST", &format!("/containers/{id}/wait"), None);
+    assert_eq!((st, v["StatusCode"].as_i64()), (200, Some(7)), "{v}");
+    // The log has the terminal's output (the echo of the input, too).
+    let log = stdout_log(&d, &id);
+    assert!(log.contains("hi\r\n") && log.contains("40 100"), "{log:?}");
+    // Bad inputs.
+    let (st, v) = d.call("POST", &format!("/containers/{id}/resize?h=40&w=100"), None);
+    assert_eq!(st, 409, "{v}");
+    let plain = d.run(
+        "plain",
+        json!({"Image": image, "Cmd": ["sleep", "100"], "HostConfig": {"NetworkMode": "none"}}),
+    );
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{plain}/resize?h=40&w=100"),
+        None,
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("no TTY"), "{v}");
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{plain}/resize?h=x&w=100"),
+        None,
+    );
+    assert_eq!(st, 400, "{v}");
+    // exec -it in a running container, through the API.
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{plain}/exec"),
+        Some(&json!({"Cmd": ["sh"], "Tty": true, "AttachStdin": true,
+            "AttachStdout": true, "AttachStderr": true})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let exec = v["Id"].as_str().unwrap().to_string();
+    let mut s = upgrade(
+        &d,
+        &format!("/v1.43/exec/{exec}/start"),
+        r#"{"Detach": false, "Tty": true}"#,
+    );
+    let (st, v) = d.call("POST", &format!("/exec/{exec}/resize?h=20&w=70"), None);
+    assert_eq!(st, 200, "{v}");
+    let mut seen = String::new();
+    s.write_all(b"tty; stty size; echo e''x\n").unwrap();
+    read_until(&mut s, &mut seen, "ex\r\n");
+    assert!(
+        seen.contains("/dev/pts/") && seen.contains("20 70"),
+        "{seen:?}"
+    );
+    s.write_all(b"exit 3\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let (_, v) = d.call("GET", &format!("/exec/{exec}/json"), None);
+    assert_eq!(v["ExitCode"], 3, "{v}");
+    let (st, v) = d.call("POST", &format!("/exec/{exec}/resize?h=20&w=70"), None);
+    assert_eq!(st, 409, "{v}");
+    d.remove_all();
+    assert!(
+        !root_run(&d).join(format!("{}.attach", &id[..12])).exists(),
+        "attach socket left behind"
+    );
+}
+
+fn root_run(d: &EngineDaemon) -> std::path::PathBuf {
+    d.root.join("run")
 }

@@ -74,13 +74,7 @@ pub fn hijack(req: &mut Request<Incoming>, rx: mpsc::Receiver<Bytes>) -> ApiResu
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header("Content-Type", content_type)
-        .header(hyper::header::CONNECTION, "Upgrade")
-        .header(hyper::header::UPGRADE, "tcp")
-        .body(super::full(Bytes::new()))
-        .unwrap_or_default())
+    Ok(switching_protocols(content_type))
 }
 
 /// A multiplexed stream as a plain (chunked) 200 response.
@@ -1025,26 +1019,12 @@ fn attach_stdio(
     } else {
         "application/vnd.docker.multiplexed-stream"
     };
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header("Content-Type", content_type)
-        .header(hyper::header::CONNECTION, "Upgrade")
-        .header(hyper::header::UPGRADE, "tcp")
-        .body(super::full(Bytes::new()))
-        .unwrap_or_default())
+    Ok(switching_protocols(content_type))
 }
 
 /// `POST /containers/{id}/resize?h=&w=`: the TTY's window size.
 pub async fn resize(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
-    let dim = |k: &str| -> Result<u16, ApiError> {
-        let v = q.get(k).unwrap_or("");
-        v.parse().map_err(|_| {
-            ApiError::bad(format!(
-                "invalid resize {k} {v:?}: a number from 0 to 65535"
-            ))
-        })
-    };
-    let (h, w) = (dim("h")?, dim("w")?);
+    let (h, w) = window_size(q)?;
     let (store, key) = (d.store.clone(), id.to_string());
     let root = d.store.root().to_path_buf();
     blocking(move || {
@@ -1066,4 +1046,28 @@ pub async fn resize(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
     })
     .await?;
     empty(StatusCode::OK)
+}
+
+/// The 101 answer to `Upgrade: tcp`: the connection becomes the raw stream.
+pub fn switching_protocols(content_type: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("Content-Type", content_type)
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, "tcp")
+        .body(super::full(Bytes::new()))
+        .unwrap_or_default()
+}
+
+/// `h` and `w` of a resize request.
+pub fn window_size(q: &Query) -> Result<(u16, u16), ApiError> {
+    let dim = |k: &str| -> Result<u16, ApiError> {
+        let v = q.get(k).unwrap_or("");
+        v.parse().map_err(|_| {
+            ApiError::bad(format!(
+                "invalid resize {k} {v:?}: a number from 0 to 65535"
+            ))
+        })
+    };
+    Ok((dim("h")?, dim("w")?))
 }

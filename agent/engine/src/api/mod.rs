@@ -338,7 +338,7 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
         (&Method::POST, ["exec", id, "start"]) => exec::start(d, id, req).await,
         (&Method::GET, ["exec", id, "json"]) => exec::inspect(d, id),
         (&Method::POST, ["containers", id, "resize"]) => containers::resize(d, id, &q).await,
-        (&Method::POST, ["exec", _, "resize"]) => empty(StatusCode::OK),
+        (&Method::POST, ["exec", id, "resize"]) => exec::resize(d, id, &q),
         (&Method::GET, ["images", "json"]) => images::list(d, &q).await,
         (&Method::POST, ["images", "create"]) if q.get("fromSrc").is_some() => {
             archive::import(d, req).await
