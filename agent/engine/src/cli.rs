@@ -544,6 +544,7 @@ fn run_options(args: &RunArgs) -> anyhow::Result<RunOpts> {
             pids: args.pids_limit,
         },
         security,
+        tty: false,
     })
 }
 

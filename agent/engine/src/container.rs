@@ -243,6 +243,12 @@ impl Crun {
             .map(drop)
     }
 
+    /// `crun pause ID` / `crun resume ID` (the cgroup freezer; needs a cgroup manager).
+    pub fn pause(&self, id: &str, paused: bool) -> Result<(), ContainerError> {
+        let verb = if paused { "pause" } else { "resume" };
+        self.output(&[verb.into(), id.into()], false).map(drop)
+    }
+
     /// `crun delete --force`, for a container that is still known to crun.
     pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
         self.output(&["delete".into(), "--force".into(), id.into()], false)

@@ -5,9 +5,11 @@
 pub mod api;
 pub mod archive;
 pub mod auth;
+pub mod cgroups;
 pub mod cli;
 pub mod client;
 pub mod commit;
+pub mod console;
 pub mod container;
 pub mod daemon;
 pub mod digest;

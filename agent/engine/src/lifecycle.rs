@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::container::{new_container_id, Bundle, ContainerError, Crun};
+use crate::cgroups;
+use crate::container::{new_container_id, Bundle, CgroupManager, ContainerError, Crun};
 use crate::media::ImageConfig;
 use crate::monitor::{self, MonitorError};
 use crate::records::{
@@ -64,6 +65,9 @@ pub struct Containers {
     /// The last exit code of removed containers, for `wait?condition=removed`
     /// (`docker run --rm`) that may look only after the removal.
     removed: Mutex<HashMap<String, i32>>,
+    /// Containers a client attached to before they started (`docker run -it`):
+    /// their next monitor waits for the client before the container runs.
+    pending_attach: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Docker's generated names: adjective_noun.
@@ -89,6 +93,7 @@ impl Containers {
             exe,
             locks: Mutex::new(HashMap::new()),
             removed: Mutex::new(HashMap::new()),
+            pending_attach: Mutex::new(Default::default()),
         }
     }
 
@@ -149,8 +154,26 @@ impl Containers {
         if rec.running() && monitor::monitor_alive(&rec) {
             return Err(LifecycleError::NotModified(rec.id));
         }
-        monitor::spawn(&self.exe, self.store.root(), &rec.id)?;
+        let wait_attach = self
+            .pending_attach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&rec.id);
+        monitor::spawn(&self.exe, self.store.root(), &rec.id, wait_attach)?;
         Ok(self.store.container(id)?)
+    }
+
+    /// A client is attached to the stdio of a container that is not running yet.
+    pub fn attach_pending(&self, id: &str, pending: bool) {
+        let mut p = self
+            .pending_attach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pending {
+            p.insert(id.to_string());
+        } else {
+            p.remove(id);
+        }
     }
 
     /// Waits until `f` holds for the record (or the record is gone: `None`).
@@ -209,6 +232,7 @@ impl Containers {
         let not_running = |r: &ContainerRecord| !r.running();
         if signal != "KILL" && signal != "SIGKILL" && !timeout.is_zero() {
             let _ = self.crun().kill(id, signal);
+            self.thaw_after_signal(id);
             if let Some(r) = self.wait_for(id, Some(timeout), not_running)? {
                 if !r.running() {
                     return Ok(r);
@@ -218,6 +242,7 @@ impl Containers {
         if let Err(e) = self.crun().kill(id, "KILL") {
             tracing::debug!(error = %e, "crun kill KILL");
         }
+        self.thaw_after_signal(id);
         let r = self.wait_for(id, Some(KILL_GRACE), not_running)?;
         match r {
             Some(r) if r.running() => Err(LifecycleError::Conflict(format!(
@@ -225,6 +250,71 @@ impl Containers {
             ))),
             Some(r) => Ok(r),
             None => Err(RecordError::NoSuchContainer(id.into()).into()),
+        }
+    }
+
+    /// `docker pause` (`true`) and `docker unpause`: freezes or thaws every process
+    /// of the container, with `crun pause`/`resume` where crun manages cgroups, or
+    /// with the engine's own v1 freezer cgroup (see `cgroups.rs`).
+    pub fn pause(&self, key: &str, paused: bool) -> Result<(), LifecycleError> {
+        let rec = self.store.container(key)?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let rec = self.store.container(&rec.id)?;
+        if !rec.running() {
+            return Err(LifecycleError::Conflict(format!(
+                "Container {} is not running",
+                rec.id
+            )));
+        }
+        match (paused, rec.state.paused) {
+            (true, true) => {
+                return Err(LifecycleError::Conflict(format!(
+                    "Container {} is already paused",
+                    rec.id
+                )))
+            }
+            (false, false) => {
+                return Err(LifecycleError::Conflict(format!(
+                    "Container {} is not paused",
+                    rec.id
+                )))
+            }
+            _ => {}
+        }
+        self.freeze(&rec, paused)?;
+        self.store
+            .update_container(&rec.id, |r| r.state.paused = paused)?;
+        Ok(())
+    }
+
+    fn freeze(&self, rec: &ContainerRecord, frozen: bool) -> Result<(), LifecycleError> {
+        let crun = self.crun();
+        if crun.cgroup_manager != CgroupManager::Disabled {
+            return Ok(crun.pause(&rec.id, frozen)?);
+        }
+        let cg = cgroups::of_container(rec.state.pid, &rec.id);
+        let Some(dir) = cg.as_ref().and_then(|c| c.v1_freezer()) else {
+            return Err(LifecycleError::Invalid(format!(
+                "cannot {} container {}: it has no freezer cgroup",
+                if frozen { "pause" } else { "unpause" },
+                rec.id
+            )));
+        };
+        cgroups::v1_freeze(dir, frozen)
+            .map_err(|e| LifecycleError::Conflict(format!("freezing container {}: {e}", rec.id)))
+    }
+
+    /// A signal to a paused container is delivered once it is thawed: stop and
+    /// kill thaw it after sending, as Docker does.
+    fn thaw_after_signal(&self, id: &str) {
+        if let Ok(rec) = self.store.container(id) {
+            if rec.running() && rec.state.paused {
+                if let Err(e) = self.freeze(&rec, false) {
+                    tracing::warn!(id, error = %e, "thawing a paused container");
+                }
+                let _ = self.store.update_container(id, |r| r.state.paused = false);
+            }
         }
     }
 
@@ -240,6 +330,7 @@ impl Containers {
         self.store
             .update_container(&rec.id, |r| r.state.stopped_by_user = true)?;
         self.crun().kill(&rec.id, signal)?;
+        self.thaw_after_signal(&rec.id);
         // As in Docker, a SIGKILL returns once the container is gone.
         if matches!(signal, "KILL" | "SIGKILL" | "9") {
             self.wait_for(&rec.id, Some(KILL_GRACE), |r| !r.running())?;
@@ -329,6 +420,7 @@ impl Containers {
                 tracing::warn!(id = rec.id, "monitor gone; marking the container exited");
                 let _ = self.store.update_container(&rec.id, |r| {
                     r.state.status = Status::Exited;
+                    r.state.paused = false;
                     r.state.pid = 0;
                     r.state.exit_code = 255;
                     r.state.finished_ns = now_ns();

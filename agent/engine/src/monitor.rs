@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::container::{Bundle, Crun};
+use crate::console::{self, Hub};
+use crate::container::{Bundle, CgroupManager, Crun};
 use crate::journal_send::{JournalSender, JOURNAL_SOCKET};
 use crate::logfile::{LogWriter, Stream, LOG_FILE};
 use crate::network::Networks;
@@ -73,7 +74,7 @@ pub fn monitor_alive(rec: &ContainerRecord) -> bool {
 
 /// Starts a monitor for container `id` of the store at `root` and waits until the
 /// container runs; returns the container's pid.
-pub fn spawn(exe: &Path, root: &Path, id: &str) -> Result<u32, MonitorError> {
+pub fn spawn(exe: &Path, root: &Path, id: &str, wait_attach: bool) -> Result<u32, MonitorError> {
     let spawn_err = |source| MonitorError::Spawn {
         id: id.into(),
         source,
@@ -94,8 +95,12 @@ pub fn spawn(exe: &Path, root: &Path, id: &str) -> Result<u32, MonitorError> {
         .arg("monitor")
         .arg(id)
         .stdin(Stdio::null())
+        .env_remove(console::WAIT_ATTACH_ENV)
         .stdout(log.try_clone().map_err(spawn_err)?)
         .stderr(log);
+    if wait_attach {
+        cmd.env(console::WAIT_ATTACH_ENV, "1");
+    }
     let w = sync_w.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -191,6 +196,7 @@ fn pump(
     stream: Stream,
     log: Arc<Mutex<LogWriter>>,
     journal: Option<Arc<JournalSender>>,
+    hub: Option<(Arc<Hub>, bool)>,
 ) {
     let mut f = std::fs::File::from(pipe);
     let mut pending: Vec<u8> = Vec::new();
@@ -213,6 +219,13 @@ fn pump(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        // Attached clients get the output as it comes (a prompt has no newline):
+        // raw from a TTY, else in Docker's frames.
+        match &hub {
+            Some((h, true)) => h.send(&buf[..n]),
+            Some((h, false)) => h.send(&crate::api::frame(stream, &buf[..n])),
+            None => {}
+        }
         pending.extend_from_slice(&buf[..n]);
         while let Some(i) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=i).collect();
@@ -293,6 +306,9 @@ struct Running {
     bundle: Bundle,
     pumps: Vec<std::thread::JoinHandle<()>>,
     attached: Attached,
+    /// Clients attached to the container's stdio, and their socket.
+    hub: Arc<Hub>,
+    attach_path: Option<PathBuf>,
 }
 
 /// What the monitor sets up for one run of the container and holds while it runs:
@@ -439,6 +455,29 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         ],
     )
     .map(Arc::new);
+    // -i / -t: the attach socket; -t: the console socket crun sends the pty master on.
+    let spec = &rec.spec;
+    let interactive = spec.tty || spec.open_stdin;
+    let hub = Arc::new(Hub::default());
+    let attach_path = console::attach_socket(root, &rec.id);
+    let attach_listener = if interactive {
+        Some(console::bind(&attach_path).context("binding the attach socket")?)
+    } else {
+        None
+    };
+    let console_path = console::console_socket(root, &rec.id);
+    let console_thread = if spec.tty {
+        let l = console::bind(&console_path).context("binding the console socket")?;
+        Some(std::thread::spawn(move || console::receive_master(&l)))
+    } else {
+        None
+    };
+    let (stdin_r, stdin_w) = if spec.open_stdin && !spec.tty {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
     let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let pid_file = bundle.dir.join("pid");
@@ -447,38 +486,90 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     let _ = std::fs::remove_file(&crun_log);
     let mut log_arg = std::ffi::OsString::from("--log=file:");
     log_arg.push(&crun_log);
-    let args: Vec<std::ffi::OsString> = vec![
+    let mut args: Vec<std::ffi::OsString> = vec![
         log_arg,
         "create".into(),
         "--bundle".into(),
         bundle.dir.clone().into(),
         "--pid-file".into(),
         pid_file.clone().into(),
-        rec.id.clone().into(),
     ];
+    if spec.tty {
+        args.push("--console-socket".into());
+        args.push(console_path.clone().into());
+    }
+    args.push(rec.id.clone().into());
     let status = crun
         .command(&args)
-        .stdin(Stdio::null())
+        .stdin(stdin_r.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w))
         .status()
         .context("running crun create")?;
     let mut pumps = Vec::new();
+    // Without a TTY, attached clients get the pipes' output; with one, the pipes
+    // carry only crun's own messages.
+    let pipe_hub = (interactive && !spec.tty).then(|| (hub.clone(), false));
     for (pipe, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
-        let (log, journal) = (log.clone(), journal.clone());
-        pumps.push(std::thread::spawn(move || pump(pipe, stream, log, journal)));
+        let (log, journal, h) = (log.clone(), journal.clone(), pipe_hub.clone());
+        pumps.push(std::thread::spawn(move || {
+            pump(pipe, stream, log, journal, h)
+        }));
     }
     if !status.success() {
         let detail = std::fs::read_to_string(&crun_log).unwrap_or_default();
         anyhow::bail!("crun create {}: {status}: {}", rec.id, detail.trim());
+    }
+    let master = match console_thread {
+        Some(t) => {
+            let m = t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the console socket thread panicked"))?
+                .context("receiving the pty master from crun")?;
+            let _ = std::fs::remove_file(&console_path);
+            Some(Arc::new(m))
+        }
+        None => None,
+    };
+    if let Some(l) = attach_listener {
+        let stdin = Arc::new(match &master {
+            Some(m) => console::Stdin::Pty(m.try_clone().context("duplicating the pty master")?),
+            None => console::Stdin::Pipe(Mutex::new(stdin_w.map(std::fs::File::from))),
+        });
+        let (hub, master, once) = (hub.clone(), master.clone(), spec.stdin_once);
+        std::thread::spawn(move || console::serve(l, hub, stdin, master, once));
+    }
+    if let Some(m) = &master {
+        let pty = m.try_clone().context("duplicating the pty master")?;
+        let (log, journal, h) = (log.clone(), journal.clone(), Some((hub.clone(), true)));
+        pumps.push(std::thread::spawn(move || {
+            pump(pty, Stream::Stdout, log, journal, h)
+        }));
+    }
+    // A client attached before the start (`docker run -it`): let it connect first.
+    if interactive
+        && std::env::var_os(console::WAIT_ATTACH_ENV).is_some()
+        && !hub.wait_for_client(console::WAIT_ATTACH)
+    {
+        tracing::warn!(id, "no client attached within {:?}", console::WAIT_ATTACH);
     }
     let pid: u32 = std::fs::read_to_string(&pid_file)
         .with_context(|| format!("reading {}", pid_file.display()))?
         .trim()
         .parse()
         .with_context(|| format!("parsing {}", pid_file.display()))?;
+    // Without a cgroup manager, the engine's own v1 cgroups (pause, stats).
+    let own_cgroups = crun.cgroup_manager == CgroupManager::Disabled
+        && crate::container::cgroup_layout() != crate::container::CgroupLayout::Unified;
+    if own_cgroups {
+        crate::cgroups::v1_remove(&rec.id);
+        crate::cgroups::v1_join(&rec.id, pid);
+    }
     if let Err(e) = crun.start(&rec.id) {
         let _ = crun.delete(&rec.id);
+        if own_cgroups {
+            crate::cgroups::v1_remove(&rec.id);
+        }
         return Err(e.into());
     }
     let me = std::process::id();
@@ -500,6 +591,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         r.state.error.clear();
         r.state.stopped_by_user = false;
         r.state.oom_killed = false;
+        r.state.paused = false;
     })?;
     Ok(Running {
         pid,
@@ -507,6 +599,8 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         bundle,
         pumps,
         attached,
+        hub,
+        attach_path: interactive.then_some(attach_path),
     })
 }
 
@@ -534,10 +628,16 @@ impl Running {
         for p in self.pumps {
             let _ = p.join();
         }
+        // Attached clients see the end of the stream.
+        self.hub.close();
+        if let Some(p) = &self.attach_path {
+            let _ = std::fs::remove_file(p);
+        }
         if let Err(e) = self.crun.delete(id) {
             tracing::warn!(error = %e, "crun delete");
         }
         self.attached.teardown();
+        crate::cgroups::v1_remove(id);
         if let Err(e) = self.bundle.unmount() {
             tracing::warn!(error = %e, "unmounting the rootfs");
         }
@@ -547,6 +647,7 @@ impl Running {
             r.state.gateway = None;
             r.state.published.clear();
             r.state.status = Status::Exited;
+            r.state.paused = false;
             r.state.pid = 0;
             r.state.exit_code = code;
             r.state.finished_ns = now_ns();

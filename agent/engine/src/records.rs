@@ -155,6 +155,12 @@ pub struct ContainerSpec {
     pub mounts: Vec<MountRecord>,
     pub limits: LimitsRecord,
     pub security: Security,
+    /// `-t`: the container's stdio is a pty whose master the monitor holds.
+    pub tty: bool,
+    /// `-i`: stdin is kept open for attach.
+    pub open_stdin: bool,
+    /// Stdin closes when the first attached client closes it.
+    pub stdin_once: bool,
 }
 
 /// Where a container's network namespace is pinned (`network_setup`).
@@ -231,6 +237,7 @@ impl ContainerSpec {
                 pids: l.pids,
             },
             security: self.security.clone(),
+            tty: self.tty,
             ..Default::default()
         }
     }
@@ -317,6 +324,8 @@ pub struct ContainerState {
     pub restart_count: u32,
     /// An OOM or signal is reported in the exit code (128+N) as Docker does.
     pub oom_killed: bool,
+    /// Frozen by `pause` (the status stays running).
+    pub paused: bool,
     /// While running on a network: the address, the gateway and the ports as
     /// published (free ports filled in).
     pub ip_address: Option<std::net::Ipv4Addr>,
@@ -348,6 +357,15 @@ impl ContainerRecord {
 
     pub fn running(&self) -> bool {
         self.state.status == Status::Running
+    }
+
+    /// Docker's `State.Status`: `paused` is a running container that is frozen.
+    pub fn status_str(&self) -> &'static str {
+        if self.running() && self.state.paused {
+            "paused"
+        } else {
+            self.state.status.as_str()
+        }
     }
 }
 

@@ -125,6 +125,8 @@ pub struct RunOpts {
     pub mounts: Vec<MountSpec>,
     pub limits: Limits,
     pub security: Security,
+    /// A terminal (`-t`): crun hands the pty master over `--console-socket`.
+    pub tty: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -329,7 +331,7 @@ pub fn runtime_spec(
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": opts.tty,
             "user": {"uid": uid, "gid": gid},
             "args": args,
             "env": environment(config, opts, hostname),

@@ -423,7 +423,11 @@ fn api_errors_and_nothing_half_created() {
             404,
             "nosuchnet",
         ),
-        (json!({"Image": image, "Tty": true}), 400, "TTY"),
+        (
+            json!({"Image": image, "HostConfig": {"Devices": [{"PathOnHost": "/dev/null"}]}}),
+            400,
+            "--device",
+        ),
         (json!({}), 400, "Image is required"),
     ];
     for (body, status, needle) in bad {
@@ -734,4 +738,409 @@ fn published_port_volume_and_limits_through_the_api_outlive_a_killed_daemon() {
     assert!(http_get(port).contains("hello-api"));
     d.remove_all();
     assert_eq!(attachments(&root), (0, 0));
+}
+
+/// A registry with busybox, a daemon on a private root, and the image pulled.
+fn daemon_with_busybox() -> (tempfile::TempDir, common::Registry, EngineDaemon, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reg, registries, image) = registry_with_busybox(tmp.path());
+    let d = EngineDaemon::start(&tmp.path().join("root"), &registries, &[]);
+    pull(&d, &image);
+    (tmp, reg, d, image)
+}
+
+fn stdout_log(d: &EngineDaemon, id: &str) -> String {
+    let (st, b) = api(
+        &d.socket,
+        "GET",
+        &format!("/containers/{id}/logs?stdout=1"),
+        None,
+    );
+    assert_eq!(st, 200);
+    demux(&b).0
+}
+
+fn log_lines(d: &EngineDaemon, id: &str) -> usize {
+    stdout_log(d, id).lines().count()
+}
+
+#[test]
+fn pause_unpause_stop_and_kill_of_paused_containers() {
+    if tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    let body = json!({"Image": image, "HostConfig": {"NetworkMode": "none"},
+        "Cmd": ["sh", "-c", "trap 'exit 3' TERM; i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done"]});
+    let id = d.run("ticker", body.clone());
+    d.wait_until(&id, 10, |_| log_lines(&d, &id) > 3);
+    let (st, v) = d.call("POST", &format!("/containers/{id}/pause"), None);
+    assert_eq!(st, 204, "{v}");
+    let v = d.inspect(&id);
+    assert_eq!(v["State"]["Status"], "paused", "{v}");
+    assert_eq!(v["State"]["Paused"], true);
+    assert_eq!(v["State"]["Running"], true);
+    let (_, list) = d.call(
+        "GET",
+        "/containers/json?filters=%7B%22status%22%3A%5B%22paused%22%5D%7D",
+        None,
+    );
+    assert_eq!(list[0]["State"], "paused", "{list}");
+    assert!(
+        list[0]["Status"].as_str().unwrap().ends_with("(Paused)"),
+        "{list}"
+    );
+    // Frozen: no output while paused.
+    std::thread::sleep(Duration::from_millis(200));
+    let n = log_lines(&d, &id);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(log_lines(&d, &id), n, "output while paused");
+    let (st, v) = d.call("POST", &format!("/containers/{id}/pause"), None);
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("already paused"),
+        "{v}"
+    );
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{id}/exec"),
+        Some(&json!({"Cmd": ["true"]})),
+    );
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("is paused"), "{v}");
+    let (st, v) = d.call("POST", &format!("/containers/{id}/unpause"), None);
+    assert_eq!(st, 204, "{v}");
+    assert_eq!(d.inspect(&id)["State"]["Status"], "running");
+    d.wait_until(&id, 10, |_| log_lines(&d, &id) > n + 3);
+    let (st, v) = d.call("POST", &format!("/containers/{id}/unpause"), None);
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("is not paused"),
+        "{v}"
+    );
+    // stop of a paused container: the TERM reaches it once thawed.
+    assert_eq!(
+        d.call("POST", &format!("/containers/{id}/pause"), None).0,
+        204
+    );
+    let t0 = Instant::now();
+    let (st, v) = d.call("POST", &format!("/containers/{id}/stop?t=5"), None);
+    assert_eq!(st, 204, "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    let v = d.inspect(&id);
+    assert_eq!(v["State"]["Status"], "exited", "{v}");
+    assert_eq!(v["State"]["Paused"], false, "{v}");
+    assert_eq!(v["State"]["ExitCode"], 3, "{v}");
+    // Bad input: a stopped container.
+    let (st, v) = d.call("POST", &format!("/containers/{id}/pause"), None);
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(
+        v["message"],
+        format!("Container {id} is not running"),
+        "{v}"
+    );
+    let (st, _) = d.call("POST", "/containers/nosuch/pause", None);
+    assert_eq!(st, 404);
+    // kill of a paused container, and wait reports its code.
+    assert_eq!(
+        d.call("POST", &format!("/containers/{id}/start"), None).0,
+        204
+    );
+    assert_eq!(
+        d.call("POST", &format!("/containers/{id}/pause"), None).0,
+        204
+    );
+    let (st, v) = d.call("POST", &format!("/containers/{id}/kill"), None);
+    assert_eq!(st, 204, "{v}");
+    let (st, v) = d.call("POST", &format!("/containers/{id}/wait"), None);
+    assert_eq!((st, v["StatusCode"].as_i64()), (200, Some(137)), "{v}");
+    assert_eq!(d.inspect(&id)["State"]["Status"], "exited");
+    // The engine's own cgroups (hybrid host) are gone with the container.
+    for c in ["freezer", "memory", "cpuacct", "pids"] {
+        let dir = std::path::Path::new("/sys/fs/cgroup")
+            .join(c)
+            .join("basalt")
+            .join(&id);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    d.remove_all();
+}
+
+/// Reads a streaming response until `n` JSON lines have come (or panics).
+fn stream_lines(d: &EngineDaemon, path: &str, n: usize) -> Vec<Value> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: engine\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        let k = s.read(&mut buf).unwrap();
+        assert!(k > 0, "stream ended: {text}");
+        raw.extend_from_slice(&buf[..k]);
+    }
+}
+
+#[test]
+fn top_and_stats_of_a_running_container() {
+    if tools_missing() || net_tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    let id = d.run(
+        "busy",
+        json!({"Image": image, "Cmd": ["sh", "-c",
+            "sleep 1000 & sleep 1001 & while true; do :; done"]}),
+    );
+    let init = d.inspect(&id)["State"]["Pid"].as_u64().unwrap();
+    d.wait_until(&id, 10, |_| {
+        let (_, v) = d.call("GET", &format!("/containers/{id}/top"), None);
+        v["Processes"].as_array().map_or(0, |a| a.len()) == 3
+    });
+    let (st, v) = d.call("GET", &format!("/containers/{id}/top"), None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["Titles"],
+        json!(["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"])
+    );
+    let rows = v["Processes"].as_array().unwrap();
+    let pids: Vec<u64> = rows
+        .iter()
+        .map(|r| r[1].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(pids.contains(&init), "{v}");
+    assert!(rows.iter().any(|r| r[7] == "sleep 1001"), "{v}");
+    assert!(rows.iter().all(|r| r[0] == "root" && r[5] == "?"), "{v}");
+    let (st, v) = d.call(
+        "GET",
+        &format!("/containers/{id}/top?ps_args=-o%20pid,comm"),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["Titles"], json!(["PID", "COMMAND"]), "{v}");
+    assert_eq!(v["Processes"].as_array().unwrap().len(), 3, "{v}");
+    // One answer: two samples a second apart.
+    let t0 = Instant::now();
+    let (st, s) = d.call("GET", &format!("/containers/{id}/stats?stream=false"), None);
+    assert_eq!(st, 200, "{s}");
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    assert_eq!(s["id"], id.as_str());
+    assert_eq!(s["name"], "/busy");
+    assert!(s["networks"]["eth0"]["rx_bytes"].is_u64(), "{s}");
+    let has_cgroup = std::path::Path::new("/sys/fs/cgroup/unified").exists()
+        && std::path::Path::new("/sys/fs/cgroup/memory").exists();
+    let (mem, limit) = (
+        s["memory_stats"]["usage"].as_u64().unwrap(),
+        s["memory_stats"]["limit"].as_u64().unwrap(),
+    );
+    let cpu = s["cpu_stats"]["cpu_usage"]["total_usage"].as_u64().unwrap();
+    let precpu = s["precpu_stats"]["cpu_usage"]["total_usage"]
+        .as_u64()
+        .unwrap();
+    let sys = s["cpu_stats"]["system_cpu_usage"].as_u64().unwrap()
+        - s["precpu_stats"]["system_cpu_usage"].as_u64().unwrap();
+    println!(
+        "stats: memory {mem} of {limit}, cpu {} ms in the last second ({:.0}% as docker stats shows it), pids {}",
+        (cpu - precpu) / 1_000_000,
+        (cpu - precpu) as f64 / sys.max(1) as f64 * 100.0 * s["cpu_stats"]["online_cpus"].as_u64().unwrap() as f64,
+        s["pids_stats"]["current"]
+    );
+    if has_cgroup {
+        assert!(mem > 0 && limit >= mem, "{s}");
+        assert_eq!(s["pids_stats"]["current"], 3, "{s}");
+        // The busy loop uses most of a CPU.
+        assert!(cpu - precpu > 300_000_000, "{s}");
+    }
+    let lines = stream_lines(&d, &format!("/containers/{id}/stats"), 2);
+    assert_eq!(lines[1]["precpu_stats"], lines[0]["cpu_stats"], "{lines:?}");
+    // Bad inputs.
+    let (st, v) = d.call("GET", "/containers/nosuch/stats?stream=false", None);
+    assert_eq!(st, 404, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("No such container"),
+        "{v}"
+    );
+    d.call("POST", &format!("/containers/{id}/kill"), None);
+    let (st, v) = d.call("GET", &format!("/containers/{id}/top"), None);
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["message"], format!("Container {id} is not running"));
+    let (st, s) = d.call("GET", &format!("/containers/{id}/stats?stream=false"), None);
+    assert_eq!(st, 200, "{s}");
+    assert_eq!(s["memory_stats"]["usage"], 0, "{s}");
+    d.remove_all();
+}
+
+/// Sends an attach request with `Upgrade: tcp`; returns the connection after the
+/// 101 headers.
+fn attach_raw(d: &EngineDaemon, id: &str) -> std::os::unix::net::UnixStream {
+    upgrade(
+        d,
+        &format!("/v1.43/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1"),
+        "",
+    )
+}
+
+/// POSTs `body` to `path` with `Upgrade: tcp`; returns the raw connection after
+/// the 101 headers of a raw (TTY) stream.
+fn upgrade(d: &EngineDaemon, path: &str, body: &str) -> std::os::unix::net::UnixStream {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: engine\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("application/vnd.docker.raw-stream"), "{head}");
+    s
+}
+
+/// Reads from `s` until `needle` has come; returns everything read.
+fn read_until(s: &mut std::os::unix::net::UnixStream, seen: &mut String, needle: &str) {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert!(n > 0, "{needle:?} not in {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[test]
+fn tty_attach_and_exec_with_stdin_resize_and_logs() {
+    use std::io::{Read, Write};
+    if tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    let (st, v) = d.call(
+        "POST",
+        "/containers/create?name=term",
+        Some(
+            &json!({"Image": image, "Cmd": ["sh"], "Tty": true, "OpenStdin": true,
+            "StdinOnce": true, "AttachStdin": true, "HostConfig": {"NetworkMode": "none"}}),
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    let id = v["Id"].as_str().unwrap().to_string();
+    let cfg = d.inspect(&id)["Config"].clone();
+    assert_eq!(
+        (cfg["Tty"].as_bool(), cfg["OpenStdin"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert!(
+        cfg["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("TERM=xterm")),
+        "{cfg}"
+    );
+    let (st, v) = d.call("POST", &format!("/containers/{id}/resize?h=30&w=90"), None);
+    assert_eq!(st, 409, "resize before start: {v}");
+    // As the docker CLI does: attach, then start.
+    let mut s = attach_raw(&d, &id);
+    assert_eq!(
+        d.call("POST", &format!("/containers/{id}/start"), None).0,
+        204
+    );
+    let (st, v) = d.call("POST", &format!("/containers/{id}/resize?h=40&w=100"), None);
+    assert_eq!(st, 200, "{v}");
+    let mut seen = String::new();
+    s.write_all(b"tty; stty size; echo h''i\n").unwrap();
+    read_until(&mut s, &mut seen, "hi\r\n");
+    assert!(seen.contains("/dev/pts/0"), "{seen:?}");
+    assert!(seen.contains("40 100"), "{seen:?}");
+    s.write_all(b"exit 7\n").unwrap();
+    // The stream ends when the container exits.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let (st, v) = d.call("POST", &format!("/containers/{id}/wait"), None);
+    assert_eq!((st, v["StatusCode"].as_i64()), (200, Some(7)), "{v}");
+    // The log has the terminal's output (the echo of the input, too).
+    let log = stdout_log(&d, &id);
+    assert!(log.contains("hi\r\n") && log.contains("40 100"), "{log:?}");
+    // Bad inputs.
+    let (st, v) = d.call("POST", &format!("/containers/{id}/resize?h=40&w=100"), None);
+    assert_eq!(st, 409, "{v}");
+    let plain = d.run(
+        "plain",
+        json!({"Image": image, "Cmd": ["sleep", "100"], "HostConfig": {"NetworkMode": "none"}}),
+    );
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{plain}/resize?h=40&w=100"),
+        None,
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("no TTY"), "{v}");
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{plain}/resize?h=x&w=100"),
+        None,
+    );
+    assert_eq!(st, 400, "{v}");
+    // exec -it in a running container, through the API.
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{plain}/exec"),
+        Some(&json!({"Cmd": ["sh"], "Tty": true, "AttachStdin": true,
+            "AttachStdout": true, "AttachStderr": true})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let exec = v["Id"].as_str().unwrap().to_string();
+    let mut s = upgrade(
+        &d,
+        &format!("/v1.43/exec/{exec}/start"),
+        r#"{"Detach": false, "Tty": true}"#,
+    );
+    let (st, v) = d.call("POST", &format!("/exec/{exec}/resize?h=20&w=70"), None);
+    assert_eq!(st, 200, "{v}");
+    let mut seen = String::new();
+    s.write_all(b"tty; stty size; echo e''x\n").unwrap();
+    read_until(&mut s, &mut seen, "ex\r\n");
+    assert!(
+        seen.contains("/dev/pts/") && seen.contains("20 70"),
+        "{seen:?}"
+    );
+    s.write_all(b"exit 3\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let (_, v) = d.call("GET", &format!("/exec/{exec}/json"), None);
+    assert_eq!(v["ExitCode"], 3, "{v}");
+    let (st, v) = d.call("POST", &format!("/exec/{exec}/resize?h=20&w=70"), None);
+    assert_eq!(st, 409, "{v}");
+    d.remove_all();
+    assert!(
+        !root_run(&d).join(format!("{}.attach", &id[..12])).exists(),
+        "attach socket left behind"
+    );
+}
+
+fn root_run(d: &EngineDaemon) -> std::path::PathBuf {
+    d.root.join("run")
 }

@@ -74,13 +74,7 @@ pub fn hijack(req: &mut Request<Incoming>, rx: mpsc::Receiver<Bytes>) -> ApiResu
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header("Content-Type", content_type)
-        .header(hyper::header::CONNECTION, "Upgrade")
-        .header(hyper::header::UPGRADE, "tcp")
-        .body(super::full(Bytes::new()))
-        .unwrap_or_default())
+    Ok(switching_protocols(content_type))
 }
 
 /// A multiplexed stream as a plain (chunked) 200 response.
@@ -313,11 +307,8 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
                 "Config cannot be empty in order to create a container: Image is required",
             )
         })?;
-    if b["Tty"].as_bool() == Some(true) || b["OpenStdin"].as_bool() == Some(true) {
-        return Err(ApiError::bad(
-            "-t and -i (a TTY or stdin) are not supported by this engine yet; run without them",
-        ));
-    }
+    let tty = b["Tty"].as_bool().unwrap_or(false);
+    let open_stdin = b["OpenStdin"].as_bool().unwrap_or(false);
     let hc = &b["HostConfig"];
     let warnings = Vec::new();
     if hc["Devices"].as_array().is_some_and(|a| !a.is_empty()) {
@@ -381,7 +372,14 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
         entrypoint: strings(&b["Entrypoint"])
             .map(|e| e.into_iter().filter(|s| !s.is_empty()).collect()),
         cmd: strings(&b["Cmd"]).unwrap_or_default(),
-        env: strings(&b["Env"]).unwrap_or_default(),
+        env: {
+            let mut env = strings(&b["Env"]).unwrap_or_default();
+            // As Docker: a TTY gets TERM=xterm unless the request sets TERM.
+            if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+                env.push("TERM=xterm".into());
+            }
+            env
+        },
         workdir: b["WorkingDir"]
             .as_str()
             .filter(|s| !s.is_empty())
@@ -405,6 +403,9 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
         mounts: mounts(hc)?,
         limits: limits(hc)?,
         security: security(hc)?,
+        tty,
+        open_stdin,
+        stdin_once: b["StdinOnce"].as_bool().unwrap_or(false),
     };
     Ok((
         CreateOpts {
@@ -483,8 +484,9 @@ fn status_text(r: &ContainerRecord) -> String {
     match r.state.status {
         Status::Created => "Created".into(),
         Status::Running => format!(
-            "Up {}",
-            human_duration(now.saturating_sub(r.state.started_ns))
+            "Up {}{}",
+            human_duration(now.saturating_sub(r.state.started_ns)),
+            if r.state.paused { " (Paused)" } else { "" }
         ),
         Status::Exited => format!(
             "Exited ({}) {} ago",
@@ -576,7 +578,7 @@ fn list_json(r: &ContainerRecord) -> Value {
         "Id": r.id, "Names": [format!("/{}", r.name)], "Image": familiar(&r.image),
         "ImageID": r.image_id.to_string(), "Command": r.spec.argv.join(" "),
         "Created": r.created_ns / 1_000_000_000, "Ports": ports, "Labels": r.spec.labels,
-        "State": r.state.status.as_str(), "Status": status_text(r),
+        "State": r.status_str(), "Status": status_text(r),
         "HostConfig": {"NetworkMode": r.spec.network},
         "NetworkSettings": {"Networks": networks_json(r)},
     })
@@ -584,7 +586,7 @@ fn list_json(r: &ContainerRecord) -> Value {
 
 fn matches(r: &ContainerRecord, key: &str, vals: &[String]) -> bool {
     vals.iter().any(|v| match key {
-        "status" => r.state.status.as_str() == v,
+        "status" => r.status_str() == v,
         "name" => r.name.contains(v.trim_start_matches('/')),
         "id" => r.id.starts_with(v.as_str()),
         "exited" => r.state.status == Status::Exited && v.parse() == Ok(r.state.exit_code),
@@ -658,7 +660,7 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
             "Path": r.spec.argv.first().cloned().unwrap_or_default(),
             "Args": r.spec.argv.iter().skip(1).collect::<Vec<_>>(),
             "State": {
-                "Status": s.status.as_str(), "Running": r.running(), "Paused": false,
+                "Status": r.status_str(), "Running": r.running(), "Paused": r.running() && s.paused,
                 "Restarting": false, "OOMKilled": s.oom_killed, "Dead": false,
                 "Pid": s.pid, "ExitCode": s.exit_code, "Error": s.error,
                 "StartedAt": rfc3339(s.started_ns), "FinishedAt": rfc3339(s.finished_ns),
@@ -688,8 +690,8 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
             "Config": {
                 "Hostname": r.spec.hostname.clone().unwrap_or_else(|| r.short_id().to_string()),
                 "Domainname": "", "User": r.spec.user.clone().unwrap_or_default(),
-                "AttachStdin": false, "AttachStdout": true, "AttachStderr": true,
-                "Tty": false, "OpenStdin": false, "StdinOnce": false,
+                "AttachStdin": r.spec.open_stdin, "AttachStdout": true, "AttachStderr": true,
+                "Tty": r.spec.tty, "OpenStdin": r.spec.open_stdin, "StdinOnce": r.spec.stdin_once,
                 "Env": r.spec.env, "Cmd": r.spec.cmd, "Image": r.image,
                 "Volumes": null, "WorkingDir": r.spec.workdir.clone().unwrap_or_default(),
                 "Entrypoint": r.spec.entrypoint, "Labels": r.spec.labels,
@@ -758,6 +760,13 @@ pub async fn kill(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
     }
     let (c, id) = (d.containers.clone(), id.to_string());
     blocking(move || Ok(c.kill(&id, &signal)?)).await?;
+    empty(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/pause` (`true`) and `/unpause`.
+pub async fn pause(d: Arc<Daemon>, id: &str, paused: bool) -> ApiResult {
+    let (c, id) = (d.containers.clone(), id.to_string());
+    blocking(move || Ok(c.pause(&id, paused)?)).await?;
     empty(StatusCode::NO_CONTENT)
 }
 
@@ -904,6 +913,10 @@ pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incomi
     let (stdout, stderr) = (q.flag("stdout"), q.flag("stderr"));
     let (store, key) = (d.store.clone(), id.to_string());
     let rec = blocking(move || Ok(store.container(&key)?)).await?;
+    if (rec.spec.tty || rec.spec.open_stdin) && req.headers().contains_key(hyper::header::UPGRADE) {
+        let keys = detach_keys(q.get("detachKeys"))?;
+        return attach_stdio(d, rec, q.flag("stdin"), keys, req);
+    }
     let path = d
         .store
         .root()
@@ -928,4 +941,226 @@ pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incomi
         });
     }
     Ok(resp)
+}
+
+/// Attach to a `-i`/`-t` container: the hijacked connection is relayed to the
+/// monitor's attach socket (`console.rs`), input included when `stdin` is asked
+/// for. With a TTY the stream is raw, as Docker sends it; without, multiplexed. A
+/// container that has not started yet is waited for, and its monitor waits for
+/// this client before the container runs, so no output is missed.
+fn attach_stdio(
+    d: Arc<Daemon>,
+    rec: ContainerRecord,
+    stdin: bool,
+    keys: Vec<u8>,
+    mut req: Request<Incoming>,
+) -> ApiResult {
+    use tokio::io::AsyncWriteExt;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    if !rec.running() {
+        d.containers.attach_pending(&rec.id, true);
+    }
+    let path = crate::console::attach_socket(d.store.root(), &rec.id);
+    let store = d.store.clone();
+    let containers = d.containers.clone();
+    let tty = rec.spec.tty;
+    tokio::spawn(async move {
+        let up = match on_upgrade.await {
+            Ok(up) => up,
+            Err(e) => {
+                containers.attach_pending(&rec.id, false);
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let io = hyper_util::rt::TokioIo::new(up);
+        let first_finish = rec.state.finished_ns;
+        let deadline = std::time::Instant::now() + Duration::from_secs(600);
+        let sock = loop {
+            if let Ok(s) = tokio::net::UnixStream::connect(&path).await {
+                break Some(s);
+            }
+            let gone = match store.container(&rec.id) {
+                Ok(r) => r.state.finished_ns > first_finish && !r.running(),
+                Err(_) => true,
+            };
+            if gone || std::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        containers.attach_pending(&rec.id, false);
+        let (mut cr, mut cw) = tokio::io::split(io);
+        let Some(mut sock) = sock else {
+            let _ = cw.shutdown().await;
+            return;
+        };
+        if sock.write_all(b"attach\n").await.is_err() {
+            return;
+        }
+        let (mut sr, mut sw) = sock.into_split();
+        let input = async {
+            if stdin {
+                if relay_input(&mut cr, &mut sw, &keys).await {
+                    return; // detached: the container runs on
+                }
+                // The client closed stdin: the monitor closes it for StdinOnce.
+                let _ = sw.shutdown().await;
+            }
+            std::future::pending::<()>().await
+        };
+        let output = async {
+            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            let _ = cw.shutdown().await;
+        };
+        tokio::select! {
+            _ = output => {}
+            _ = input => {}
+        }
+    });
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    Ok(switching_protocols(content_type))
+}
+
+/// `POST /containers/{id}/resize?h=&w=`: the TTY's window size.
+pub async fn resize(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
+    let (h, w) = window_size(q)?;
+    let (store, key) = (d.store.clone(), id.to_string());
+    let root = d.store.root().to_path_buf();
+    blocking(move || {
+        let rec = store.container(&key)?;
+        if !rec.spec.tty {
+            return Err(ApiError::bad(format!(
+                "cannot resize container {}: it has no TTY (created without -t)",
+                rec.id
+            )));
+        }
+        if !rec.running() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("Container {} is not running", rec.id),
+            ));
+        }
+        crate::console::request_resize(&root, &rec.id, h, w)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("resize: {e}")))
+    })
+    .await?;
+    empty(StatusCode::OK)
+}
+
+/// The 101 answer to `Upgrade: tcp`: the connection becomes the raw stream.
+pub fn switching_protocols(content_type: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("Content-Type", content_type)
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, "tcp")
+        .body(super::full(Bytes::new()))
+        .unwrap_or_default()
+}
+
+/// `h` and `w` of a resize request.
+pub fn window_size(q: &Query) -> Result<(u16, u16), ApiError> {
+    let dim = |k: &str| -> Result<u16, ApiError> {
+        let v = q.get(k).unwrap_or("");
+        v.parse().map_err(|_| {
+            ApiError::bad(format!(
+                "invalid resize {k} {v:?}: a number from 0 to 65535"
+            ))
+        })
+    };
+    Ok((dim("h")?, dim("w")?))
+}
+
+/// Docker's detach keys: `ctrl-p,ctrl-q` by default; each key a character or
+/// `ctrl-X` (X in `a-z`, `@`, `[`, `\\`, `]`, `^`, `_`).
+pub fn detach_keys(spec: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    let spec = spec.filter(|s| !s.is_empty()).unwrap_or("ctrl-p,ctrl-q");
+    spec.split(',')
+        .map(|k| {
+            let bad = || ApiError::bad(format!("Invalid detach keys ({spec}) provided"));
+            match k.strip_prefix("ctrl-") {
+                Some(c) if c.len() == 1 => match c.as_bytes()[0] {
+                    b @ b'a'..=b'z' => Ok(b - b'a' + 1),
+                    b @ b'@'..=b'_' => Ok(b - b'@'),
+                    _ => Err(bad()),
+                },
+                Some(_) => Err(bad()),
+                None if k.len() == 1 => Ok(k.as_bytes()[0]),
+                None => Err(bad()),
+            }
+        })
+        .collect()
+}
+
+/// Copies the client's input to the container until the client closes it (false)
+/// or types the detach keys (true; they are not passed on). A partial match is
+/// held back and passed on once it stops matching.
+async fn relay_input(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    keys: &[u8],
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 8192];
+    let mut matched = 0;
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        let mut out = Vec::with_capacity(n);
+        for &b in &buf[..n] {
+            if keys.get(matched) == Some(&b) {
+                matched += 1;
+                if matched == keys.len() {
+                    let _ = w.write_all(&out).await;
+                    return true;
+                }
+                continue;
+            }
+            out.extend_from_slice(&keys[..matched]);
+            matched = 0;
+            if keys.first() == Some(&b) {
+                matched = 1;
+                if keys.len() == 1 {
+                    let _ = w.write_all(&out).await;
+                    return true;
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        if w.write_all(&out).await.is_err() {
+            return false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn detach_keys_parse_and_match() {
+        assert_eq!(super::detach_keys(None).unwrap(), vec![16, 17]);
+        assert_eq!(super::detach_keys(Some("ctrl-a,x")).unwrap(), vec![1, b'x']);
+        assert!(super::detach_keys(Some("ctrl-1")).is_err());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let run = |input: &[u8]| {
+            let mut out = Vec::new();
+            let mut r = input;
+            let detached = rt.block_on(super::relay_input(&mut r, &mut out, &[16, 17]));
+            (detached, out)
+        };
+        assert_eq!(
+            run(b"ab\x10c\x10\x10\x11zz"),
+            (true, b"ab\x10c\x10".to_vec())
+        );
+        assert_eq!(run(b"ab\x10"), (false, b"ab".to_vec()));
+    }
 }

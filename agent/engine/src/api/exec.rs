@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::containers::{frame, hijack, stream_response};
+use super::containers::{frame, hijack, stream_response, switching_protocols, window_size};
 use super::{blocking, body_json, empty, json_response, ApiError, ApiResult, Daemon};
 use crate::container::Crun;
 use crate::logfile::Stream;
@@ -28,6 +28,11 @@ pub struct ExecRecord {
     pub running: bool,
     pub exit_code: Option<i32>,
     pub pid: u32,
+    /// `-t`: a terminal; its pty master while the process runs (for resize).
+    pub tty: bool,
+    pub master: Option<Arc<std::os::fd::OwnedFd>>,
+    /// `-i`: the client's input goes to the process.
+    pub stdin: bool,
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -46,17 +51,21 @@ pub async fn create(d: Arc<Daemon>, id: &str, req: Request<Incoming>) -> ApiResu
     if cmd.is_empty() {
         return Err(ApiError::bad("No exec command specified"));
     }
-    if b["Tty"].as_bool() == Some(true) || b["AttachStdin"].as_bool() == Some(true) {
-        return Err(ApiError::bad(
-            "exec -t and -i (a TTY or stdin) are not supported by this engine yet",
-        ));
-    }
     let (store, key) = (d.store.clone(), id.to_string());
     let rec = blocking(move || Ok(store.container(&key)?)).await?;
     if !rec.running() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("Container {} is not running", rec.id),
+        ));
+    }
+    if rec.state.paused {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "Container {} is paused, unpause the container before exec",
+                rec.id
+            ),
         ));
     }
     let exec_id = crate::container::new_container_id()
@@ -71,6 +80,9 @@ pub async fn create(d: Arc<Daemon>, id: &str, req: Request<Incoming>) -> ApiResu
         running: false,
         exit_code: None,
         pid: 0,
+        tty: b["Tty"].as_bool().unwrap_or(false),
+        master: None,
+        stdin: b["AttachStdin"].as_bool().unwrap_or(false),
     };
     d.execs
         .lock()
@@ -147,6 +159,9 @@ pub async fn start(d: Arc<Daemon>, id: &str, mut req: Request<Incoming>) -> ApiR
             StatusCode::CONFLICT,
             format!("Exec {id} has already run"),
         ));
+    }
+    if e.tty || e.stdin {
+        return start_interactive(d, e, req).await;
     }
     // The body ({"Detach": .., "Tty": ..}) is read before the connection is taken over.
     let on_upgrade_ok = req.headers().contains_key(hyper::header::UPGRADE);
@@ -247,10 +262,240 @@ pub fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
         &json!({
             "ID": e.id, "ContainerID": e.container_id, "Running": e.running,
             "ExitCode": e.exit_code, "Pid": e.pid,
-            "OpenStdin": false, "OpenStdout": true, "OpenStderr": true,
+            "OpenStdin": e.stdin, "OpenStdout": true, "OpenStderr": true,
             "CanRemove": false, "DetachKeys": "",
             "ProcessConfig": {"entrypoint": e.cmd.first(), "arguments": e.cmd.iter().skip(1).collect::<Vec<_>>(),
-                              "tty": false, "privileged": false, "user": e.user},
+                              "tty": e.tty, "privileged": false, "user": e.user},
         }),
     )
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// `exec -i` / `-t`: the hijacked connection is the process's stdio. With a TTY,
+/// `crun exec --tty --console-socket` hands the pty master to the daemon, which
+/// relays it raw; without one, stdin is a pipe and the output is multiplexed.
+async fn start_interactive(d: Arc<Daemon>, e: ExecRecord, mut req: Request<Incoming>) -> ApiResult {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt};
+    if !req.headers().contains_key(hyper::header::UPGRADE) {
+        return Err(ApiError::bad(
+            "exec with -i or -t needs a hijacked connection (Upgrade: tcp)",
+        ));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let _ = body_json(req).await?;
+    let mut process = process_json(&d, &e)?;
+    process["terminal"] = json!(e.tty);
+    if e.tty {
+        let mut env = strings(&process["env"]);
+        if !env.iter().any(|x| x.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+            process["env"] = json!(env);
+        }
+    }
+    let root = d.store.root().to_path_buf();
+    let pfile = tempfile::Builder::new()
+        .prefix("exec-")
+        .suffix(".json")
+        .tempfile_in(root.join("tmp"))
+        .map_err(internal)?;
+    std::fs::write(
+        pfile.path(),
+        serde_json::to_vec(&process).unwrap_or_default(),
+    )
+    .map_err(internal)?;
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["exec".into(), "--process".into(), pfile.path().into()];
+    let console_path = crate::console::console_socket(&root, &format!("x{}", e.id));
+    let listener = if e.tty {
+        if let Some(dir) = console_path.parent() {
+            std::fs::create_dir_all(dir).map_err(internal)?;
+        }
+        let _ = std::fs::remove_file(&console_path);
+        let l = tokio::net::UnixListener::bind(&console_path).map_err(internal)?;
+        args.push("--console-socket".into());
+        args.push(console_path.clone().into());
+        Some(l)
+    } else {
+        None
+    };
+    args.push(e.container_id.clone().into());
+    let crun = Crun::for_host(&root.join("crun"));
+    let mut cmd = crun.command(&args);
+    cmd.stdin(if e.tty {
+        std::process::Stdio::null()
+    } else {
+        std::process::Stdio::piped()
+    })
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = tokio::process::Command::from(cmd)
+        .spawn()
+        .map_err(|err| internal(format!("running crun exec: {err}")))?;
+    let master = match listener {
+        Some(l) => {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(30), l.accept()).await;
+            let _ = std::fs::remove_file(&console_path);
+            let conn = match got {
+                Ok(Ok((c, _))) => c,
+                _ => {
+                    let _ = child.kill().await;
+                    let mut msg = String::new();
+                    if let Some(mut err) = child.stderr.take() {
+                        let _ = err.read_to_string(&mut msg).await;
+                    }
+                    return Err(internal(format!(
+                        "crun exec --tty: no terminal: {}",
+                        msg.trim()
+                    )));
+                }
+            };
+            let conn = conn.into_std().map_err(internal)?;
+            conn.set_nonblocking(false).map_err(internal)?;
+            let fd = crate::console::receive_fd(&conn).map_err(internal)?;
+            Some(Arc::new(fd))
+        }
+        None => None,
+    };
+    let id = e.id.clone();
+    update(&d, &id, |x| {
+        x.running = true;
+        x.pid = child.id().unwrap_or(0);
+        x.master = master.clone();
+    });
+    let (out, err, mut child_in) = (child.stdout.take(), child.stderr.take(), child.stdin.take());
+    let d2 = d.clone();
+    let tty = e.tty;
+    tokio::spawn(async move {
+        let _keep = pfile;
+        let up = match on_upgrade.await {
+            Ok(up) => up,
+            Err(err) => {
+                tracing::debug!(error = %err, "upgrade failed");
+                let _ = child.kill().await;
+                return;
+            }
+        };
+        let (mut cr, mut cw) = tokio::io::split(hyper_util::rt::TokioIo::new(up));
+        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+        // Output: the pty master (raw), or stdout and stderr (framed).
+        let readers = async {
+            let read = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        stream: Option<Stream>,
+                        tx: mpsc::Sender<Bytes>| async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let b = match stream {
+                                Some(s) => frame(s, &buf[..n]),
+                                None => Bytes::copy_from_slice(&buf[..n]),
+                            };
+                            if tx.send(b).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            };
+            let m = master.as_ref().and_then(|m| m.try_clone().ok()).map(|m| {
+                Box::new(tokio::fs::File::from_std(std::fs::File::from(m)))
+                    as Box<dyn tokio::io::AsyncRead + Unpin + Send>
+            });
+            let a = async {
+                if let Some(m) = m {
+                    read(m, None, tx.clone()).await;
+                }
+            };
+            let b = async {
+                if let Some(o) = out {
+                    read(Box::new(o), (!tty).then_some(Stream::Stdout), tx.clone()).await;
+                }
+            };
+            let c = async {
+                if let Some(o) = err {
+                    read(Box::new(o), (!tty).then_some(Stream::Stderr), tx.clone()).await;
+                }
+            };
+            tokio::join!(a, b, c);
+            drop(tx);
+        };
+        let writer = async {
+            while let Some(b) = rx.recv().await {
+                if cw.write_all(&b).await.is_err() {
+                    break;
+                }
+                let _ = cw.flush().await;
+            }
+        };
+        // Input: to the pty master or the stdin pipe, until the client closes it.
+        let input = async {
+            let mut m = master
+                .as_ref()
+                .and_then(|m| m.try_clone().ok())
+                .map(|m| tokio::fs::File::from_std(std::fs::File::from(m)));
+            let mut buf = vec![0u8; 8192];
+            loop {
+                let n = match cr.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let ok = match (&mut m, &mut child_in) {
+                    (Some(f), _) => f.write_all(&buf[..n]).await.is_ok() && f.flush().await.is_ok(),
+                    (None, Some(p)) => p.write_all(&buf[..n]).await.is_ok(),
+                    _ => false,
+                };
+                if !ok {
+                    break;
+                }
+            }
+            drop(child_in);
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = async { tokio::join!(readers, writer) } => {}
+            _ = input => {}
+        }
+        let code = match child.wait().await {
+            Ok(s) => s
+                .code()
+                .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
+            Err(_) => 255,
+        };
+        // The exit code is recorded before the stream closes: the CLI asks for it next.
+        update(&d2, &id, |x| {
+            x.running = false;
+            x.exit_code = Some(code);
+            x.master = None;
+        });
+        let _ = cw.shutdown().await;
+    });
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    Ok(switching_protocols(content_type))
+}
+
+/// `POST /exec/{id}/resize?h=&w=`: the exec's TTY window size.
+pub fn resize(d: Arc<Daemon>, id: &str, q: &super::Query) -> ApiResult {
+    let e = get(&d, id)?;
+    let (h, w) = window_size(q)?;
+    if !e.tty {
+        return Err(ApiError::bad(format!(
+            "cannot resize exec {id}: it has no TTY"
+        )));
+    }
+    let Some(m) = e.master else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("exec {id} is not running"),
+        ));
+    };
+    crate::console::set_winsize(&m, h, w).map_err(internal)?;
+    empty(StatusCode::OK)
 }

@@ -5,9 +5,11 @@
 
 mod archive;
 mod containers;
+pub use containers::frame;
 mod exec;
 mod images;
 mod networks;
+mod stats;
 mod system;
 
 use std::collections::HashMap;
@@ -324,6 +326,10 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
         (&Method::POST, ["containers", id, "stop"]) => containers::stop(d, id, &q).await,
         (&Method::POST, ["containers", id, "restart"]) => containers::restart(d, id, &q).await,
         (&Method::POST, ["containers", id, "kill"]) => containers::kill(d, id, &q).await,
+        (&Method::POST, ["containers", id, "pause"]) => containers::pause(d, id, true).await,
+        (&Method::POST, ["containers", id, "unpause"]) => containers::pause(d, id, false).await,
+        (&Method::GET, ["containers", id, "top"]) => stats::top(d, id, &q).await,
+        (&Method::GET, ["containers", id, "stats"]) => stats::stats(d, id, &q).await,
         (&Method::POST, ["containers", id, "wait"]) => containers::wait(d, id, &q).await,
         (&Method::DELETE, ["containers", id]) => containers::remove(d, id, &q).await,
         (&Method::GET, ["containers", id, "logs"]) => containers::logs(d, id, &q).await,
@@ -331,9 +337,8 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
         (&Method::POST, ["containers", id, "exec"]) => exec::create(d, id, req).await,
         (&Method::POST, ["exec", id, "start"]) => exec::start(d, id, req).await,
         (&Method::GET, ["exec", id, "json"]) => exec::inspect(d, id),
-        (&Method::POST, ["exec", _, "resize"]) | (&Method::POST, ["containers", _, "resize"]) => {
-            empty(StatusCode::OK)
-        }
+        (&Method::POST, ["containers", id, "resize"]) => containers::resize(d, id, &q).await,
+        (&Method::POST, ["exec", id, "resize"]) => exec::resize(d, id, &q),
         (&Method::GET, ["images", "json"]) => images::list(d, &q).await,
         (&Method::POST, ["images", "create"]) if q.get("fromSrc").is_some() => {
             archive::import(d, req).await

@@ -710,6 +710,10 @@ impl Drop for EngineDaemon {
                 // SAFETY: kill(2) on a pid this test's engine recorded.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
+            // A paused container takes the SIGKILL only once thawed (the engine's
+            // own freezer cgroup on a hybrid host).
+            let freezer = Path::new("/sys/fs/cgroup/freezer/basalt").join(c.0);
+            let _ = std::fs::write(freezer.join("freezer.state"), "THAWED");
         }
         std::thread::sleep(Duration::from_secs(2));
         self.take_down_bridge();

@@ -1,0 +1,230 @@
+//! A running container's cgroups, for `pause`, `top` and `stats`.
+//!
+//! Where crun has a cgroup manager (a Basalt host: cgroup2, `cgroupfs`), crun puts
+//! the container in its own cgroup and `crun pause`/`resume` freeze it. On a hybrid
+//! host crun runs with `--cgroup-manager=disabled` (see `container.rs`), so the
+//! monitor makes the container's cgroups itself in the v1 hierarchies it needs
+//! ([`V1_CONTROLLERS`], below `basalt/<id>`), moves the container's init there
+//! between `crun create` and `crun start`, and removes them after the container
+//! exits. No limits are written to them: they are for freezing and accounting.
+//!
+//! A container whose cgroup cannot be found (its init shares the monitor's
+//! cgroup) has none: callers report that, never the host's numbers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The v1 controllers the engine makes a cgroup in on a hybrid host.
+pub const V1_CONTROLLERS: &[&str] = &["freezer", "memory", "cpuacct", "pids"];
+/// The parent of the engine's own v1 cgroups, in each hierarchy.
+const V1_PARENT: &str = "basalt";
+/// How long a freeze may take before it is reported as failed.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The mount point of the v1 hierarchy that has `controller` (`cpu,cpuacct` has
+/// `cpuacct`).
+fn v1_mount(controller: &str) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 3 && f[2] == "cgroup" && f[3].split(',').any(|o| o == controller))
+            .then(|| PathBuf::from(f[1]))
+    })
+}
+
+fn v1_dir(controller: &str, id: &str) -> Option<PathBuf> {
+    Some(v1_mount(controller)?.join(V1_PARENT).join(id))
+}
+
+/// Makes the engine's v1 cgroups for container `id` and moves `pid` into them.
+/// Returns the controllers it joined; one that fails is skipped with a warning.
+pub fn v1_join(id: &str, pid: u32) -> Vec<&'static str> {
+    let mut joined = Vec::new();
+    for c in V1_CONTROLLERS {
+        let Some(dir) = v1_dir(c, id) else { continue };
+        let res = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(dir.join("cgroup.procs"), pid.to_string()));
+        match res {
+            Ok(()) => joined.push(*c),
+            Err(e) => tracing::warn!(id, controller = c, error = %e, "joining a v1 cgroup"),
+        }
+    }
+    joined
+}
+
+/// Removes the engine's v1 cgroups of container `id` (empty once it has exited).
+pub fn v1_remove(id: &str) {
+    for c in V1_CONTROLLERS {
+        let Some(dir) = v1_dir(c, id) else { continue };
+        if !dir.exists() {
+            continue;
+        }
+        if *c == "freezer" {
+            let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+        }
+        // The last task may take a moment to leave after the reap.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Err(e) = std::fs::remove_dir(&dir) {
+            if Instant::now() >= deadline {
+                tracing::warn!(id, controller = c, error = %e, "removing a v1 cgroup");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Where a container's accounting lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cgroup {
+    /// A cgroup2 directory.
+    V2(PathBuf),
+    /// v1 directories per controller (absent ones are `None`).
+    V1 {
+        freezer: Option<PathBuf>,
+        memory: Option<PathBuf>,
+        cpuacct: Option<PathBuf>,
+        pids: Option<PathBuf>,
+    },
+}
+
+/// The cgroup of container `id` whose init is `pid`: only a cgroup whose path
+/// names the container counts (crun's own, or the engine's `basalt/<id>`).
+pub fn of_container(pid: u32, id: &str) -> Option<Cgroup> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mut v1: std::collections::BTreeMap<String, PathBuf> = Default::default();
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        if !path.contains(id) {
+            continue;
+        }
+        let rel = path.trim_start_matches('/');
+        if ctrls.is_empty() {
+            let unified =
+                if crate::container::cgroup_layout() == crate::container::CgroupLayout::Unified {
+                    PathBuf::from(CGROUP_ROOT)
+                } else {
+                    PathBuf::from(CGROUP_ROOT).join("unified")
+                };
+            return Some(Cgroup::V2(unified.join(rel)));
+        }
+        for c in ctrls.split(',') {
+            if let Some(m) = v1_mount(c) {
+                v1.insert(c.to_string(), m.join(rel));
+            }
+        }
+    }
+    if v1.is_empty() {
+        return None;
+    }
+    Some(Cgroup::V1 {
+        freezer: v1.remove("freezer"),
+        memory: v1.remove("memory"),
+        cpuacct: v1.remove("cpuacct"),
+        pids: v1.remove("pids"),
+    })
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Freezes (`true`) or thaws a v1 freezer cgroup and waits until it is so.
+pub fn v1_freeze(dir: &Path, frozen: bool) -> std::io::Result<()> {
+    let want = if frozen { "FROZEN" } else { "THAWED" };
+    let state = dir.join("freezer.state");
+    std::fs::write(&state, want)?;
+    let deadline = Instant::now() + FREEZE_TIMEOUT;
+    loop {
+        if std::fs::read_to_string(&state)?.trim() == want {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{} did not become {want}", state.display()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        std::fs::write(&state, want)?;
+    }
+}
+
+/// What `docker stats` shows from a cgroup; `None` where there is no such file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub memory: Option<u64>,
+    /// `None` when unlimited.
+    pub memory_limit: Option<u64>,
+    pub cpu_ns: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+impl Cgroup {
+    pub fn usage(&self) -> Usage {
+        match self {
+            Cgroup::V2(dir) => {
+                let cpu_ns = std::fs::read_to_string(dir.join("cpu.stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines().find_map(|l| {
+                            l.strip_prefix("usage_usec ")
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                        })
+                    })
+                    .map(|us| us * 1000);
+                let limit = std::fs::read_to_string(dir.join("memory.max"))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                Usage {
+                    memory: read_u64(&dir.join("memory.current")),
+                    memory_limit: limit,
+                    cpu_ns,
+                    pids: read_u64(&dir.join("pids.current")),
+                }
+            }
+            Cgroup::V1 {
+                memory,
+                cpuacct,
+                pids,
+                ..
+            } => {
+                // v1 reports "no limit" as a huge page-aligned number.
+                let limit = memory
+                    .as_ref()
+                    .and_then(|m| read_u64(&m.join("memory.limit_in_bytes")))
+                    .filter(|l| *l < (1u64 << 62));
+                Usage {
+                    memory: memory
+                        .as_ref()
+                        .and_then(|m| read_u64(&m.join("memory.usage_in_bytes"))),
+                    memory_limit: limit,
+                    cpu_ns: cpuacct
+                        .as_ref()
+                        .and_then(|c| read_u64(&c.join("cpuacct.usage"))),
+                    pids: pids
+                        .as_ref()
+                        .and_then(|p| read_u64(&p.join("pids.current"))),
+                }
+            }
+        }
+    }
+
+    /// The directory with `memory.stat`, if the container has one.
+    pub fn memory_dir(&self) -> Option<&Path> {
+        match self {
+            Cgroup::V1 { memory, .. } => memory.as_deref(),
+            Cgroup::V2(dir) => Some(dir),
+        }
+    }
+
+    /// The v1 freezer directory, if the container has one.
+    pub fn v1_freezer(&self) -> Option<&Path> {
+        match self {
+            Cgroup::V1 { freezer, .. } => freezer.as_deref(),
+            Cgroup::V2(_) => None,
+        }
+    }
+}
