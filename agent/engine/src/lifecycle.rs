@@ -150,6 +150,15 @@ impl Containers {
     }
 
     fn start_locked(&self, id: &str) -> Result<ContainerRecord, LifecycleError> {
+        self.start_locked_counting(id, false)
+    }
+
+    /// `count_restart`: a restart policy's start, counted in RestartCount.
+    fn start_locked_counting(
+        &self,
+        id: &str,
+        count_restart: bool,
+    ) -> Result<ContainerRecord, LifecycleError> {
         let rec = self.store.container(id)?;
         if rec.running() && monitor::monitor_alive(&rec) {
             return Err(LifecycleError::NotModified(rec.id));
@@ -159,7 +168,13 @@ impl Containers {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&rec.id);
-        monitor::spawn(&self.exe, self.store.root(), &rec.id, wait_attach)?;
+        monitor::spawn(
+            &self.exe,
+            self.store.root(),
+            &rec.id,
+            wait_attach,
+            count_restart,
+        )?;
         Ok(self.store.container(id)?)
     }
 
@@ -457,14 +472,9 @@ impl Containers {
             if !daemon_start && now_ns() < s.finished_ns + delay.as_nanos() as u64 {
                 continue;
             }
-            // Counted once it runs, so "exited" with the final count is a stable state.
-            match self.start_locked(&rec.id) {
-                Ok(_) => {
-                    let _ = self
-                        .store
-                        .update_container(&rec.id, |r| r.state.restart_count += 1);
-                    tracing::info!(id = rec.id, policy = p.name, "restarted")
-                }
+            // Counted by the monitor as it records the run (see monitor::spawn).
+            match self.start_locked_counting(&rec.id, true) {
+                Ok(_) => tracing::info!(id = rec.id, policy = p.name, "restarted"),
                 Err(e) => tracing::warn!(id = rec.id, error = %e, "restarting"),
             }
         }

@@ -74,7 +74,18 @@ pub fn monitor_alive(rec: &ContainerRecord) -> bool {
 
 /// Starts a monitor for container `id` of the store at `root` and waits until the
 /// container runs; returns the container's pid.
-pub fn spawn(exe: &Path, root: &Path, id: &str, wait_attach: bool) -> Result<u32, MonitorError> {
+/// Set by a restart policy's start: the monitor counts the restart in the same
+/// record update that marks the container running, so no reader sees the new
+/// run with the old count, nor the old exit with the new one.
+const COUNT_RESTART_ENV: &str = "BASALT_ENGINE_COUNT_RESTART";
+
+pub fn spawn(
+    exe: &Path,
+    root: &Path,
+    id: &str,
+    wait_attach: bool,
+    count_restart: bool,
+) -> Result<u32, MonitorError> {
     let spawn_err = |source| MonitorError::Spawn {
         id: id.into(),
         source,
@@ -100,6 +111,10 @@ pub fn spawn(exe: &Path, root: &Path, id: &str, wait_attach: bool) -> Result<u32
         .stderr(log);
     if wait_attach {
         cmd.env(console::WAIT_ATTACH_ENV, "1");
+    }
+    cmd.env_remove(COUNT_RESTART_ENV);
+    if count_restart {
+        cmd.env(COUNT_RESTART_ENV, "1");
     }
     let w = sync_w.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -577,7 +592,11 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         Some(a) => (Some(a.address), Some(a.network.gateway), a.ports.clone()),
         None => (None, None, Vec::new()),
     };
+    let count_restart = std::env::var_os(COUNT_RESTART_ENV).is_some();
     store.update_container(id, |r| {
+        if count_restart {
+            r.state.restart_count += 1;
+        }
         r.state.ip_address = ip;
         r.state.gateway = gateway;
         r.state.published = published.clone();
