@@ -62,6 +62,9 @@ impl TestRegistry {
             .arg("serve")
             .arg(&config)
             .stdout(std::process::Stdio::null())
+            // Its log (404s for the blobs skopeo checks first) stays out of
+            // the test output.
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
             .spawn()
             .expect("docker-registry (package docker-registry, ci/install-deps)");
         let reg = Self {
