@@ -436,21 +436,7 @@ impl Networks {
         name: &str,
         container: &str,
     ) -> Result<(NetworkConfig, Ipv4Addr), NetworkError> {
-        let _l = self.lock()?;
-        let mut file = self.load()?;
-        let rec = file
-            .networks
-            .get_mut(name)
-            .filter(|r| r.config.is_some())
-            .ok_or_else(|| NetworkError::NotFound(name.into()))?;
-        let config = rec.config.clone().unwrap_or_else(|| unreachable!());
-        let ip = (2..=config.subnet.hosts())
-            .map(|n| config.subnet.host(n))
-            .find(|ip| !rec.leases.contains_key(ip))
-            .ok_or_else(|| NetworkError::Full(name.into()))?;
-        rec.leases.insert(ip, container.into());
-        self.save(&file)?;
-        Ok((config, ip))
+        self.lease_free(name, container, false)
     }
 
     /// Leases the highest free address of `name` (for the network's anchor).
@@ -458,6 +444,16 @@ impl Networks {
         &self,
         name: &str,
         holder: &str,
+    ) -> Result<(NetworkConfig, Ipv4Addr), NetworkError> {
+        self.lease_free(name, holder, true)
+    }
+
+    /// Leases the lowest (or, with `highest`, the highest) free address.
+    fn lease_free(
+        &self,
+        name: &str,
+        holder: &str,
+        highest: bool,
     ) -> Result<(NetworkConfig, Ipv4Addr), NetworkError> {
         let _l = self.lock()?;
         let mut file = self.load()?;
@@ -467,11 +463,16 @@ impl Networks {
             .filter(|r| r.config.is_some())
             .ok_or_else(|| NetworkError::NotFound(name.into()))?;
         let config = rec.config.clone().unwrap_or_else(|| unreachable!());
-        let ip = (2..=config.subnet.hosts())
-            .rev()
-            .map(|n| config.subnet.host(n))
-            .find(|ip| !rec.leases.contains_key(ip))
-            .ok_or_else(|| NetworkError::Full(name.into()))?;
+        let mut hosts = 2..=config.subnet.hosts();
+        let free = |n: &u32| !rec.leases.contains_key(&config.subnet.host(*n));
+        let n = if highest {
+            hosts.rev().find(free)
+        } else {
+            hosts.find(free)
+        };
+        let ip = config
+            .subnet
+            .host(n.ok_or_else(|| NetworkError::Full(name.into()))?);
         rec.leases.insert(ip, holder.into());
         self.save(&file)?;
         Ok((config, ip))
