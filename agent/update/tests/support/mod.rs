@@ -47,12 +47,7 @@ impl Host {
             "never",
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
-        let list = gpg(&["--list-keys", "--with-colons"]);
-        let key = String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("fpr:::::::::"))
-            .map(|l| l.trim_end_matches(':').to_string())
-            .unwrap();
+        let key = gpg_fingerprint(&home);
         let public = gpg(&["--export", &key]);
         std::fs::write(dir.path().join("public.gpg"), &public.stdout).unwrap();
         for d in ["pub", "esp/loader/entries", "cache"] {
@@ -286,6 +281,19 @@ pub fn pseudo_random(len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// The fingerprint of the first key in the GPG home `home`.
+pub fn gpg_fingerprint(home: &Path) -> String {
+    let list = run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--list-keys", "--with-colons"]));
+    String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:::::::::"))
+        .map(|l| l.trim_end_matches(':').to_string())
+        .unwrap()
 }
 
 pub fn run(cmd: &mut Command) -> Output {
