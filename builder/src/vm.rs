@@ -326,23 +326,8 @@ impl Vm {
         key: &Path,
         command: &str,
     ) -> Result<std::process::Output> {
-        Command::new("ssh")
-            .args(["-p", &port.to_string(), "-i"])
-            .arg(key)
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=5",
-                "-o",
-                "LogLevel=ERROR",
-                &format!("{user}@127.0.0.1"),
-                command,
-            ])
+        ssh_command(port, key)
+            .args([&format!("{user}@127.0.0.1"), command])
             .stdin(Stdio::null())
             .output()
             .context("running ssh (package openssh-client)")
@@ -578,6 +563,26 @@ pub fn esp_entries(raw: &Path) -> Result<Vec<String>> {
 }
 
 /// A free TCP port on 127.0.0.1 for a host forward.
+/// `ssh` to a guest's forwarded port on 127.0.0.1 with `key`: no host-key
+/// checks (every test guest has new ones), no prompts, a short connect
+/// timeout. The caller adds the destination and the command or forwards.
+pub fn ssh_command(port: u16, key: &Path) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(["-p", &port.to_string(), "-i"]).arg(key).args([
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+        "-o",
+        "LogLevel=ERROR",
+    ]);
+    c
+}
+
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())

@@ -753,22 +753,8 @@ fn engine_runs_a_container_again_after_a_reboot_with_its_logs_in_the_journal() {
 
     // The unmodified docker CLI, through the API socket forwarded over SSH.
     let sock = h._dir.path().join("engine.sock");
-    let mut fwd = std::process::Command::new("ssh")
-        .args(["-N", "-p", &h.port.to_string(), "-i"])
-        .arg(&h.key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-        ])
+    let mut fwd = basalt_builder::vm::ssh_command(h.port, &h.key)
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
         .arg(format!("{}:/run/basalt/engine.sock", sock.display()))
         .arg("root@127.0.0.1")
         .spawn()

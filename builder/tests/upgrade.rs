@@ -519,23 +519,8 @@ fn lock_server(state: Arc<Mutex<Lock>>) -> u16 {
 /// `ssh root@127.0.0.1 -p PORT CMD` without a `Vm` to borrow (the VM may be
 /// killed while it runs).
 fn ssh_detached(port: u16, key: &Path, cmd: &str) -> std::process::Output {
-    Command::new("ssh")
-        .args(["-p", &port.to_string(), "-i"])
-        .arg(key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "LogLevel=ERROR",
-            "root@127.0.0.1",
-            cmd,
-        ])
+    basalt_builder::vm::ssh_command(port, key)
+        .args(["root@127.0.0.1", cmd])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
