@@ -144,6 +144,9 @@ struct Extractor {
 }
 
 const COPY_BUFFER: usize = 256 << 10;
+/// Files at least this large have their writeback started as soon as they are
+/// written, so the store's sync before the image is recorded waits less.
+const WRITEBACK_MIN: u64 = 1 << 20;
 
 fn copy_with(from: &mut impl Read, to: &mut impl io::Write, buf: &mut [u8]) -> io::Result<()> {
     loop {
@@ -346,17 +349,27 @@ impl Extractor {
                 self.dir_times.push((join(&comps), mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                self.remove_existing(parent.as_fd(), name, &entry)?;
-                let fd = rustix::fs::openat(
-                    &parent,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
+                let create = || {
+                    rustix::fs::openat(
+                        &parent,
+                        name,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                };
+                // Most names are new: try first, and replace what is there only
+                // when something is (O_EXCL never opens an existing file or link).
+                let fd = match create() {
+                    Err(Errno::EXIST) => {
+                        self.remove_existing(parent.as_fd(), name, &entry)?;
+                        create()
+                    }
+                    r => r,
+                }
                 .map_err(io_err(&entry, "creating file"))?;
                 let mut file = std::fs::File::from(fd);
                 copy_with(&mut e, &mut file, &mut self.buf).map_err(|source| ExtractError::Io {
@@ -364,6 +377,9 @@ impl Extractor {
                     op: "writing file",
                     source,
                 })?;
+                if e.size() >= WRITEBACK_MIN {
+                    crate::fsutil::start_writeback(&file);
+                }
                 self.xattrs(&mut e, &file, &entry)?;
                 self.own_and_mode(&file, uid, gid, mode, &entry)?;
                 rustix::fs::futimens(&file, &times).map_err(io_err(&entry, "setting mtime"))?;

@@ -26,6 +26,8 @@ use tee::{ChannelReader, Tee, TEE_CHUNKS};
 
 const MAX_MANIFEST_BYTES: usize = 4 << 20;
 const MAX_CONFIG_BYTES: u64 = 8 << 20;
+/// Dirty blob bytes between two writeback starts (see fsutil::start_writeback).
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 /// Registry settings an operator configures (`/etc/basalt/engine/registries.json`).
 #[derive(Clone, Debug, Deserialize)]
@@ -631,6 +633,9 @@ impl RegistryClient {
                 path: tmp_path.clone(),
                 source,
             })?;
+            if done / WRITEBACK_EVERY != (done - chunk.len() as u64) / WRITEBACK_EVERY {
+                crate::fsutil::start_writeback(tmp.as_file());
+            }
             progress(&Progress::Downloading {
                 digest: desc.digest.clone(),
                 done,
@@ -787,6 +792,10 @@ impl RegistryClient {
                         &progress,
                     )
                     .await?;
+                    let st = store.clone();
+                    tokio::task::spawn_blocking(move || st.sync())
+                        .await
+                        .expect("sync panicked")?;
                     progress(&Progress::Extracted {
                         digest: desc.digest.clone(),
                     });
