@@ -249,6 +249,11 @@ impl Crun {
         self.output(&[verb.into(), id.into()], false).map(drop)
     }
 
+    /// Whether crun has state for `id` (its directory under `--root`).
+    pub fn knows(&self, id: &str) -> bool {
+        self.state_root.join(id).exists()
+    }
+
     /// `crun delete --force`, for a container that is still known to crun.
     pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
         self.output(&["delete".into(), "--force".into(), id.into()], false)

@@ -15,9 +15,8 @@ use crate::registry::RegistryClient;
 use crate::store::Store;
 use crate::volume::Volumes;
 
-/// How often the records file is checked for changes (a monitor recording an
-/// exit), and how often restart policies are looked at regardless (backoff timers).
-const RECORDS_POLL: Duration = Duration::from_millis(25);
+/// Restart policies are applied on every change to the records (a monitor
+/// recording an exit, see `RecordsWatch`) and at least this often (backoff timers).
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 pub struct DaemonOpts {
@@ -71,22 +70,14 @@ pub fn run(opts: DaemonOpts) -> anyhow::Result<i32> {
         // Containers whose policy starts them with the engine, and exits missed
         // while no daemon ran, first; then the same rules on every exit.
         let c = containers.clone();
-        let records = opts.root.join("containers.json");
         tokio::task::spawn_blocking(move || {
+            let watch = c.records_watch.clone();
+            let mut seen = watch.generation();
             c.reconcile(true);
-            let stamp = || {
-                std::fs::metadata(&records)
-                    .and_then(|m| m.modified().map(|t| (t, m.len())))
-                    .ok()
-            };
-            let (mut last, mut at) = (stamp(), std::time::Instant::now());
             loop {
-                std::thread::sleep(RECORDS_POLL);
-                let now = stamp();
-                if now != last || at.elapsed() >= RECONCILE_EVERY {
-                    c.reconcile(false);
-                    (last, at) = (stamp(), std::time::Instant::now());
-                }
+                watch.wait_past(seen, RECONCILE_EVERY);
+                seen = watch.generation();
+                c.reconcile(false);
             }
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cgroups;
@@ -19,7 +19,8 @@ use crate::spec::command;
 use crate::store::{Store, StoreError};
 use crate::timefmt::now_ns;
 
-/// How often state changes made by monitors are looked for.
+/// How often state changes made by monitors are looked for when nothing
+/// announces them (see [`RecordsWatch`]).
 pub const POLL: Duration = Duration::from_millis(25);
 /// How long a SIGKILLed container may take to be reaped.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -57,8 +58,81 @@ pub struct CreateOpts {
     pub log_max_size: u64,
 }
 
+/// Announces changes to the container records: a monitor recording a start or
+/// an exit, or another request. An inotify watch on the store's directory sees
+/// each replacement of the records file, so a `wait` returns as soon as the
+/// monitor has recorded the exit instead of at the next poll. Without inotify,
+/// waiters fall back to polling every [`POLL`].
+pub struct RecordsWatch {
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl RecordsWatch {
+    fn start(root: &std::path::Path) -> Arc<Self> {
+        use rustix::fs::inotify;
+        let w = Arc::new(Self {
+            generation: Mutex::new(0),
+            changed: Condvar::new(),
+        });
+        let watch = inotify::init(inotify::CreateFlags::CLOEXEC).and_then(|fd| {
+            inotify::add_watch(
+                &fd,
+                root,
+                inotify::WatchFlags::MOVED_TO | inotify::WatchFlags::CLOSE_WRITE,
+            )?;
+            Ok(fd)
+        });
+        let fd = match watch {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(root = %root.display(), error = %e, "no inotify watch on the records; polling");
+                return w;
+            }
+        };
+        let weak = Arc::downgrade(&w);
+        std::thread::spawn(move || {
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+            let mut reader = inotify::Reader::new(&fd, &mut buf);
+            loop {
+                let ours = match reader.next() {
+                    Ok(ev) => ev
+                        .file_name()
+                        .is_some_and(|n| n.to_bytes() == crate::records::RECORDS_FILE.as_bytes()),
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the records watch; polling");
+                        return;
+                    }
+                };
+                let Some(w) = weak.upgrade() else { return };
+                if ours {
+                    *w.generation.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                    w.changed.notify_all();
+                }
+            }
+        });
+        w
+    }
+
+    /// A counter that moves on every change; read it before looking at the records.
+    pub fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the records change after `seen` was read, or `timeout` passes.
+    pub fn wait_past(&self, seen: u64, timeout: Duration) {
+        let g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .changed
+            .wait_timeout_while(g, timeout, |g| *g == seen)
+            .map(drop);
+    }
+}
+
 pub struct Containers {
     pub store: Arc<Store>,
+    pub records_watch: Arc<RecordsWatch>,
     /// The `basalt-engine` binary, re-executed as the monitor.
     pub exe: PathBuf,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -89,6 +163,7 @@ fn generated_name(id: &str) -> String {
 impl Containers {
     pub fn new(store: Arc<Store>, exe: PathBuf) -> Self {
         Self {
+            records_watch: RecordsWatch::start(store.root()),
             store,
             exe,
             locks: Mutex::new(HashMap::new()),
@@ -200,6 +275,7 @@ impl Containers {
     ) -> Result<Option<ContainerRecord>, LifecycleError> {
         let start = Instant::now();
         loop {
+            let seen = self.records_watch.generation();
             match self.store.container(id) {
                 Ok(r) if f(&r) => return Ok(Some(r)),
                 Ok(r) => {
@@ -210,7 +286,7 @@ impl Containers {
                 Err(RecordError::NoSuchContainer(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
-            std::thread::sleep(POLL);
+            self.records_watch.wait_past(seen, POLL);
         }
     }
 

@@ -444,8 +444,11 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     let image = store.resolve(&rec.image_id.to_string())?;
     let bundle = Bundle::open(&store, &rec.id)?;
     let crun = Crun::for_host(&root.join("crun"));
-    // Whatever crun remembers of an earlier run (or an earlier boot) goes first.
-    let _ = crun.delete(&rec.id);
+    // Whatever crun remembers of an earlier run (or an earlier boot) goes first
+    // (one crun process less when it remembers nothing, the usual case).
+    if crun.knows(&rec.id) {
+        let _ = crun.delete(&rec.id);
+    }
     bundle.ensure_mounted(&store, &image)?;
     // Volumes, the network attachment and the /etc files, before `crun create`;
     // undone when `attached` drops (a failed start) or after the container exits.

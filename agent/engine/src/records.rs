@@ -15,7 +15,7 @@ use crate::spec::{Limits, MountKind, MountSpec, NetworkMode, RunOpts, Security};
 use crate::store::{Store, StoreError};
 use crate::volume::{VolumeSpec, Volumes};
 
-const RECORDS_FILE: &str = "containers.json";
+pub(crate) const RECORDS_FILE: &str = "containers.json";
 const RECORDS_VERSION: u32 = 1;
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
