@@ -66,7 +66,13 @@ pub struct CreateOpts {
 pub struct RecordsWatch {
     generation: Mutex<u64>,
     changed: Condvar,
+    /// Whether inotify announces changes; waiters then look again only every
+    /// [`WATCHED_POLL`] (for their own reasons: a client that left, a timeout).
+    active: std::sync::atomic::AtomicBool,
 }
+
+/// How often a waiter looks at the records on its own while the watch works.
+const WATCHED_POLL: Duration = Duration::from_millis(500);
 
 impl RecordsWatch {
     fn start(root: &std::path::Path) -> Arc<Self> {
@@ -74,6 +80,7 @@ impl RecordsWatch {
         let w = Arc::new(Self {
             generation: Mutex::new(0),
             changed: Condvar::new(),
+            active: std::sync::atomic::AtomicBool::new(false),
         });
         let watch = inotify::init(inotify::CreateFlags::CLOEXEC).and_then(|fd| {
             inotify::add_watch(
@@ -90,18 +97,26 @@ impl RecordsWatch {
                 return w;
             }
         };
+        w.active.store(true, std::sync::atomic::Ordering::SeqCst);
         let weak = Arc::downgrade(&w);
         std::thread::spawn(move || {
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
             let mut reader = inotify::Reader::new(&fd, &mut buf);
             loop {
                 let ours = match reader.next() {
-                    Ok(ev) => ev
-                        .file_name()
-                        .is_some_and(|n| n.to_bytes() == crate::records::RECORDS_FILE.as_bytes()),
+                    // An overflowed queue may have dropped ours: count it as a change.
+                    Ok(ev) => {
+                        ev.events().contains(inotify::ReadFlags::QUEUE_OVERFLOW)
+                            || ev.file_name().is_some_and(|n| {
+                                n.to_bytes() == crate::records::RECORDS_FILE.as_bytes()
+                            })
+                    }
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "reading the records watch; polling");
+                        if let Some(w) = weak.upgrade() {
+                            w.active.store(false, std::sync::atomic::Ordering::SeqCst);
+                        }
                         return;
                     }
                 };
@@ -118,6 +133,15 @@ impl RecordsWatch {
     /// A counter that moves on every change; read it before looking at the records.
     pub fn generation(&self) -> u64 {
         *self.generation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a waiter may sleep before looking at the records on its own.
+    pub fn poll_interval(&self) -> Duration {
+        if self.active.load(std::sync::atomic::Ordering::SeqCst) {
+            WATCHED_POLL
+        } else {
+            POLL
+        }
     }
 
     /// Waits until the records change after `seen` was read, or `timeout` passes.
@@ -144,14 +168,15 @@ pub struct Containers {
     pending_attach: Mutex<std::collections::HashSet<String>>,
 }
 
-/// Docker's generated names: adjective_noun.
-fn generated_name(id: &str) -> String {
+/// Docker's generated names: adjective_noun and a number, from the ID's bytes
+/// starting at byte `attempt` (a name already taken is retried with the next).
+fn generated_name(id: &str, attempt: usize) -> String {
     const LEFT: &[&str] = &[
         "brave", "calm", "eager", "fond", "keen", "quiet", "swift", "warm",
     ];
     const RIGHT: &[&str] = &["basalt", "granite", "obsidian", "pumice", "quartz", "tuff"];
-    let b = hex::decode(&id[..8]).unwrap_or_default();
-    let n = |i: usize| b.get(i).copied().unwrap_or(0) as usize;
+    let b = hex::decode(id).unwrap_or_default();
+    let n = |i: usize| b.get(attempt + i).copied().unwrap_or(0) as usize;
     format!(
         "{}_{}{}",
         LEFT[n(0) % LEFT.len()],
@@ -187,7 +212,7 @@ impl Containers {
         let root = self.store.root();
         spec.argv = command(&config, &spec.run_opts(root, &id)).map_err(ContainerError::from)?;
         let rec = ContainerRecord {
-            name: opts.name.clone().unwrap_or_else(|| generated_name(&id)),
+            name: opts.name.clone().unwrap_or_else(|| generated_name(&id, 0)),
             id: id.clone(),
             image: opts.image.clone(),
             image_id: image.id.clone(),
@@ -208,7 +233,19 @@ impl Containers {
             }
         }
         // The record first (it checks the name), then the files; undo on failure.
-        self.store.add_container(rec.clone())?;
+        // A generated name that is taken (12,288 of them: about a 10% chance
+        // among 50 containers) is replaced by the next, as Docker retries.
+        let mut rec = rec;
+        let mut attempt = 0;
+        loop {
+            match self.store.add_container(rec.clone()) {
+                Err(RecordError::NameInUse { .. }) if opts.name.is_none() && attempt < 28 => {
+                    attempt += 1;
+                    rec.name = generated_name(&id, attempt);
+                }
+                r => break r?,
+            }
+        }
         if let Err(e) = Bundle::create(&self.store, &image, &id, &rec.spec.run_opts(root, &id)) {
             let _ = self.store.remove_container_record(&id);
             return Err(e.into());
@@ -286,7 +323,12 @@ impl Containers {
                 Err(RecordError::NoSuchContainer(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
-            self.records_watch.wait_past(seen, POLL);
+            let nap = self.records_watch.poll_interval();
+            let nap = match timeout {
+                Some(t) => nap.min(t.saturating_sub(start.elapsed())),
+                None => nap,
+            };
+            self.records_watch.wait_past(seen, nap);
         }
     }
 
@@ -560,8 +602,12 @@ impl Containers {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn generated_names_are_valid() {
-        let n = super::generated_name("0123456789abcdef");
-        assert!(n.contains('_'), "{n}");
+    fn generated_names_are_valid_and_each_attempt_differs() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let names: std::collections::BTreeSet<String> =
+            (0..28).map(|a| super::generated_name(id, a)).collect();
+        assert!(names.iter().all(|n| n.contains('_')), "{names:?}");
+        // The ID repeats every 8 bytes, so 8 distinct names; a real ID gives 28.
+        assert_eq!(names.len(), 8, "{names:?}");
     }
 }

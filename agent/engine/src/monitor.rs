@@ -127,6 +127,10 @@ pub fn spawn(
             } else if libc::dup2(w, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Nothing else the engine has open goes with it: a monitor lives as long
+            // as its container and must not hold the daemon's sockets, or a lock
+            // whoever started the daemon held (close_range, Linux 5.9).
+            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }

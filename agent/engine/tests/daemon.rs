@@ -1144,3 +1144,45 @@ fn tty_attach_and_exec_with_stdin_resize_and_logs() {
 fn root_run(d: &EngineDaemon) -> std::path::PathBuf {
     d.root.join("run")
 }
+
+/// `docker run -d` asks for a wait and hangs up at once. Each such wait used to
+/// hold one of the daemon's 64 blocking threads until its container exited, so
+/// after 64 detached runs every request that needed one queued forever.
+#[test]
+fn abandoned_waits_do_not_hold_the_daemons_threads() {
+    if tools_missing() {
+        return;
+    }
+    use std::io::{Read, Write};
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    let id = d.run("waited", json!({"Image": image, "Cmd": ["sleep", "1000"]}));
+    let ask = |method: &str, path: &str| {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: engine\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        // Only the headers: a wait's body comes when the container exits.
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                r => panic!("{method} {path}: no answer within 15 s: {r:?}"),
+            }
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    };
+    for _ in 0..80 {
+        let head = ask(
+            "POST",
+            &format!("/containers/{id}/wait?condition=next-exit"),
+        );
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    } // each client hangs up here
+    let head = ask("GET", &format!("/containers/{id}/json"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    d.remove_all();
+}

@@ -789,11 +789,20 @@ pub async fn wait(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
     let rec = blocking(move || Ok(store.container(&key)?)).await?;
     let (tx, body) = channel_body();
     let c = d.containers.clone();
+    let client = tx.clone();
     tokio::task::spawn_blocking(move || {
         let first_finish = rec.state.finished_ns;
         let last = std::cell::Cell::new(rec.state.exit_code);
         let res = c.wait_for(&rec.id, None, |r| {
             last.set(r.state.exit_code);
+            // A client that hung up (`docker run -d` asks and leaves) frees the
+            // thread: each one held a blocking thread until its container exited,
+            // and the runtime has a bounded number of them. hyper drops the body
+            // (closing the channel) when it reads the connection's end; the
+            // predicate runs on every records change and at least twice a second.
+            if client.is_closed() {
+                return true;
+            }
             match condition.as_str() {
                 "next-exit" => r.state.finished_ns > first_finish && !r.running(),
                 "removed" => false,

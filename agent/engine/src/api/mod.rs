@@ -369,7 +369,14 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
 }
 
 async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let mut resp = match route(d, req).await {
+    let (method, path, started) = (
+        req.method().clone(),
+        req.uri().path().to_string(),
+        std::time::Instant::now(),
+    );
+    let routed = route(d, req).await;
+    tracing::debug!(%method, path, elapsed_us = started.elapsed().as_micros() as u64, "answered");
+    let mut resp = match routed {
         Ok(r) => r,
         Err(e) if e.status == StatusCode::NOT_MODIFIED => Response::builder()
             .status(StatusCode::NOT_MODIFIED)
