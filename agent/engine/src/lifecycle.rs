@@ -12,6 +12,8 @@ use crate::cgroups;
 use crate::container::{new_container_id, Bundle, CgroupManager, ContainerError, Crun};
 use crate::media::ImageConfig;
 use crate::monitor::{self, MonitorError};
+use crate::network::Networks;
+use crate::network_setup::{self, EtcFiles};
 use crate::records::{
     ContainerRecord, ContainerSpec, ContainerState, RecordError, RestartPolicy, Status,
 };
@@ -45,6 +47,11 @@ pub enum LifecycleError {
     /// Nothing to do (already started / already stopped): HTTP 304.
     #[error("container {0} is already in that state")]
     NotModified(String),
+    /// Refused as Docker refuses it (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Network(#[from] crate::network_setup::SetupError),
 }
 
 /// What `docker create` asks for.
@@ -478,6 +485,151 @@ impl Containers {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         Ok(())
+    }
+
+    /// `docker network connect NETWORK CONTAINER`. A running container gets one
+    /// more interface in its namespace at once; a stopped one gets the network
+    /// recorded, and its next start attaches it. `network` is a netavark
+    /// network's name (the caller resolved it).
+    pub fn connect(&self, key: &str, network: &str) -> Result<(), LifecycleError> {
+        let rec = self.store.container(key)?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let root = self.store.root();
+        let _net = network_setup::lock_container_networks(root, &rec.id)?;
+        let rec = self.store.container(&rec.id)?;
+        if !rec.spec.joins_network() {
+            return Err(LifecycleError::Forbidden(format!(
+                "container {} runs with --network {}: it cannot be connected to network {network} \
+                 (only containers on the bridge or a user network can)",
+                rec.name, rec.spec.network
+            )));
+        }
+        if rec.spec.on_network(network) {
+            return Err(LifecycleError::Forbidden(format!(
+                "endpoint with name {} already exists in network {network}",
+                rec.name
+            )));
+        }
+        let ns = crate::records::netns_path(root, &rec.id);
+        let live =
+            rec.running() && monitor::monitor_alive(&rec) && network_setup::is_pinned_netns(&ns);
+        if !live {
+            self.store
+                .update_container(&rec.id, |r| r.spec.networks.push(network.to_string()))?;
+            return Ok(());
+        }
+        let interface = (1..)
+            .map(|n| format!("eth{n}"))
+            .find(|i| !rec.state.connected.iter().any(|c| &c.interface == i))
+            .unwrap_or_default();
+        let aliases: Vec<String> = [rec.name.clone(), rec.short_id().to_string()]
+            .into_iter()
+            .chain(rec.spec.aliases.iter().cloned())
+            .collect();
+        let networks = Networks::open(root);
+        let (c, status) = network_setup::connect(
+            root, &networks, &ns, &rec.id, &rec.name, network, &interface, &aliases,
+        )?;
+        let undo = |e: LifecycleError| {
+            if let Err(u) = network_setup::disconnect(root, &networks, &ns, &rec.id, &rec.name, &c)
+            {
+                tracing::warn!(id = rec.id, error = %u, "undoing a connect");
+            }
+            e
+        };
+        // The new network's aardvark-dns goes into resolv.conf (unless --dns set
+        // the nameservers): first if the container had only the host's servers.
+        if let (Some(server), true) = (c.dns_server, rec.spec.dns.is_empty()) {
+            let first_has_dns = networks
+                .inspect(&rec.spec.network)
+                .map(|n| n.config.dns_enabled)
+                .unwrap_or(false);
+            let search = status.dns_search_domains.clone().unwrap_or_default();
+            EtcFiles::at(root, &rec.id)
+                .set_nameserver(server, true, !first_has_dns, &search)
+                .map_err(|e| undo(e.into()))?;
+        }
+        self.store
+            .update_container(&rec.id, |r| {
+                r.spec.networks.push(network.to_string());
+                r.state.connected.push(c.clone());
+            })
+            .map_err(|e| undo(e.into()))?;
+        Ok(())
+    }
+
+    /// `docker network disconnect NETWORK CONTAINER`: the interface goes at once
+    /// from a running container, and the network from its record. The network a
+    /// container was created on (its eth0) can be disconnected only while it is
+    /// stopped, and not if it is the container's last network.
+    pub fn disconnect(&self, key: &str, network: &str) -> Result<(), LifecycleError> {
+        let rec = self.store.container(key)?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let root = self.store.root();
+        let _net = network_setup::lock_container_networks(root, &rec.id)?;
+        let rec = self.store.container(&rec.id)?;
+        if !rec.spec.joins_network() {
+            return Err(LifecycleError::Forbidden(format!(
+                "container {} runs with --network {}: it has no network {network} to disconnect",
+                rec.name, rec.spec.network
+            )));
+        }
+        if !rec.spec.on_network(network) {
+            return Err(LifecycleError::Forbidden(format!(
+                "container {} is not connected to network {network}",
+                rec.name
+            )));
+        }
+        let ns = crate::records::netns_path(root, &rec.id);
+        let live =
+            rec.running() && monitor::monitor_alive(&rec) && network_setup::is_pinned_netns(&ns);
+        if rec.spec.network == network {
+            if live {
+                return Err(LifecycleError::Forbidden(format!(
+                    "container {} was created on network {network}, its eth0, which cannot be \
+                     disconnected while it runs; stop the container first",
+                    rec.name
+                )));
+            }
+            if rec.spec.networks.is_empty() {
+                return Err(LifecycleError::Forbidden(format!(
+                    "network {network} is container {}'s only network and cannot be disconnected \
+                     (create the container with --network none for no network)",
+                    rec.name
+                )));
+            }
+            self.store.update_container(&rec.id, |r| {
+                r.spec.network = r.spec.networks.remove(0);
+            })?;
+            return Ok(());
+        }
+        let mut result = Ok(());
+        if live {
+            if let Some(c) = rec.state.connected.iter().find(|c| c.network == network) {
+                let networks = Networks::open(root);
+                if let Err(e) =
+                    network_setup::disconnect(root, &networks, &ns, &rec.id, &rec.name, c)
+                {
+                    result = Err(e.into());
+                }
+                if let (Some(server), true) = (c.dns_server, rec.spec.dns.is_empty()) {
+                    if let Err(e) =
+                        EtcFiles::at(root, &rec.id).set_nameserver(server, false, false, &[])
+                    {
+                        tracing::warn!(id = rec.id, error = %e, "updating resolv.conf");
+                    }
+                }
+            }
+        }
+        // The record follows even if netavark reported a failure: the lease is
+        // gone, and a failed teardown is reported to the client.
+        self.store.update_container(&rec.id, |r| {
+            r.spec.networks.retain(|n| n != network);
+            r.state.connected.retain(|c| c.network != network);
+        })?;
+        result
     }
 
     /// The exit code a container had when it was removed.

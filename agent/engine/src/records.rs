@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::fsutil::write_atomic;
-use crate::network_setup::{EtcFiles, PortMapping};
 use crate::spec::{Limits, MountKind, MountSpec, NetworkMode, RunOpts, Security};
+use crate::network_setup::{Connected, EtcFiles, PortMapping};
 use crate::store::{Store, StoreError};
 use crate::volume::{VolumeSpec, Volumes};
 
@@ -143,6 +143,9 @@ pub struct ContainerSpec {
     pub read_only: bool,
     /// `none`, `host`, `bridge` (the default network) or a user network's name.
     pub network: String,
+    /// Networks connected later (`docker network connect`), attached beside
+    /// `network` as eth1, eth2, ... at each start.
+    pub networks: Vec<String>,
     pub labels: BTreeMap<String, String>,
     /// The command as resolved against the image: `Path` and `Args` in inspect.
     pub argv: Vec<String>,
@@ -172,6 +175,12 @@ impl ContainerSpec {
     /// Whether the container joins a netavark network (`bridge` or a user network).
     pub fn joins_network(&self) -> bool {
         !matches!(self.network.as_str(), "none" | "host" | "")
+    }
+
+    /// Whether the container is on `network`, first or connected later.
+    pub fn on_network(&self, network: &str) -> bool {
+        self.joins_network()
+            && (self.network == network || self.networks.iter().any(|n| n == network))
     }
 
     /// The spec's options for container `id` of the store at `root`: the network
@@ -331,6 +340,8 @@ pub struct ContainerState {
     pub ip_address: Option<std::net::Ipv4Addr>,
     pub gateway: Option<std::net::Ipv4Addr>,
     pub published: Vec<PortMapping>,
+    /// While running: the interfaces of the networks in `spec.networks`.
+    pub connected: Vec<Connected>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -394,6 +394,7 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
             .map(String::from),
         read_only: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
         network,
+        networks: Vec::new(),
         labels,
         argv: Vec::new(),
         ports,
@@ -560,10 +561,30 @@ fn networks_json(r: &ContainerRecord) -> Value {
         .unwrap_or_default();
     let gw = r.state.gateway.map(|i| i.to_string()).unwrap_or_default();
     let prefix = if ip.is_empty() { 0 } else { 24 };
-    json!({ r.spec.network.clone(): {
-        "IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": "",
-        "Aliases": if r.spec.aliases.is_empty() { Value::Null } else { json!(r.spec.aliases) },
-    }})
+    let aliases = if r.spec.aliases.is_empty() {
+        Value::Null
+    } else {
+        json!(r.spec.aliases)
+    };
+    let mut m = serde_json::Map::new();
+    m.insert(
+        r.spec.network.clone(),
+        json!({"IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": "",
+               "Aliases": aliases}),
+    );
+    // Networks connected later; addresses only while the container runs.
+    for n in &r.spec.networks {
+        let c = r.state.connected.iter().find(|c| &c.network == n);
+        let ip = c.map(|c| c.address.to_string()).unwrap_or_default();
+        let gw = c.map(|c| c.gateway.to_string()).unwrap_or_default();
+        let prefix = if ip.is_empty() { 0 } else { 24 };
+        m.insert(
+            n.clone(),
+            json!({"IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": "",
+                   "Aliases": aliases}),
+        );
+    }
+    Value::Object(m)
 }
 
 fn list_json(r: &ContainerRecord) -> Value {
