@@ -15,7 +15,7 @@ use crate::monitor::{self, MonitorError};
 use crate::network::Networks;
 use crate::network_setup::{self, EtcFiles};
 use crate::records::{
-    ContainerRecord, ContainerSpec, ContainerState, RecordError, RestartPolicy, Status,
+    ContainerRecord, ContainerSpec, ContainerState, MountRecord, RecordError, RestartPolicy, Status,
 };
 use crate::spec::command;
 use crate::store::{Store, StoreError};
@@ -190,6 +190,21 @@ impl Containers {
         let config: ImageConfig = serde_json::from_slice(&self.store.read_blob(&image.id)?)
             .map_err(|e| LifecycleError::Invalid(format!("image {}: config: {e}", image.id)))?;
         let mut spec = opts.spec.clone();
+        // The image's VOLUME paths that no mount covers get anonymous volumes.
+        let image_volumes = config.config.as_ref().and_then(|c| c.volumes.as_ref());
+        for path in image_volumes.into_iter().flat_map(|v| v.keys()) {
+            let norm = |p: &str| p.trim_end_matches('/').to_string();
+            if !path.starts_with('/') || norm(path).is_empty() {
+                continue;
+            }
+            if !spec
+                .mounts
+                .iter()
+                .any(|m| norm(m.destination()) == norm(path))
+            {
+                spec.mounts.push(MountRecord::anonymous(&norm(path))?);
+            }
+        }
         let id = new_container_id()?;
         let root = self.store.root();
         spec.argv = command(&config, &spec.run_opts(root, &id)).map_err(ContainerError::from)?;
@@ -205,19 +220,44 @@ impl Containers {
             log_max_size: opts.log_max_size,
             state: ContainerState::default(),
         };
-        // Named volumes are created on demand, as Docker does.
+        // Named volumes are created on demand, as Docker does; anonymous ones are
+        // new, labelled as Docker labels them, and go again if the create fails.
         let volumes = crate::volume::Volumes::open(root);
+        let mut made = Vec::new();
+        let remove_made = |made: &[String]| {
+            for n in made {
+                if let Err(e) = volumes.remove(n) {
+                    tracing::warn!(volume = n, error = %e, "removing a volume of a failed create");
+                }
+            }
+        };
         for m in &rec.spec.mounts {
-            if let crate::records::MountRecord::Volume { name, .. } = m {
-                volumes
-                    .create(name, Default::default())
-                    .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
+            if let MountRecord::Volume {
+                name, anonymous, ..
+            } = m
+            {
+                let labels = if *anonymous {
+                    [(crate::volume::ANONYMOUS_LABEL.to_string(), String::new())].into()
+                } else {
+                    Default::default()
+                };
+                if let Err(e) = volumes.create(name, labels) {
+                    remove_made(&made);
+                    return Err(LifecycleError::Invalid(e.to_string()));
+                }
+                if *anonymous {
+                    made.push(name.clone());
+                }
             }
         }
         // The record first (it checks the name), then the files; undo on failure.
-        self.store.add_container(rec.clone())?;
+        if let Err(e) = self.store.add_container(rec.clone()) {
+            remove_made(&made);
+            return Err(e.into());
+        }
         if let Err(e) = Bundle::create(&self.store, &image, &id, &rec.spec.run_opts(root, &id)) {
             let _ = self.store.remove_container_record(&id);
+            remove_made(&made);
             return Err(e.into());
         }
         Ok(rec)
@@ -448,14 +488,46 @@ impl Containers {
     }
 
     /// `docker rm [-f]`: a running container needs `force` (it is killed).
-    pub fn remove(&self, key: &str, force: bool) -> Result<(), LifecycleError> {
+    /// With `volumes` (`rm -v`), the container's anonymous volumes go too;
+    /// named volumes always stay.
+    pub fn remove(&self, key: &str, force: bool, volumes: bool) -> Result<(), LifecycleError> {
         let rec = self.store.container(key)?;
         let lock = self.lock_for(&rec.id);
         let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.remove_locked(&rec.id, force)
+        self.remove_locked(&rec.id, force, volumes)
     }
 
-    fn remove_locked(&self, id: &str, force: bool) -> Result<(), LifecycleError> {
+    /// Removes the anonymous volumes of a removed container that no other
+    /// container names; a failure is logged, as the container is gone already.
+    fn remove_anonymous_volumes(&self, rec: &ContainerRecord) {
+        let volumes = crate::volume::Volumes::open(self.store.root());
+        let others = self.store.containers().unwrap_or_default();
+        for m in &rec.spec.mounts {
+            let MountRecord::Volume {
+                name,
+                anonymous: true,
+                ..
+            } = m
+            else {
+                continue;
+            };
+            let used = others.iter().any(|o| {
+                o.spec
+                    .mounts
+                    .iter()
+                    .any(|om| matches!(om, MountRecord::Volume { name: n, .. } if n == name))
+            });
+            if used {
+                tracing::warn!(volume = name, "kept: another container uses it");
+                continue;
+            }
+            if let Err(e) = volumes.remove(name) {
+                tracing::warn!(volume = name, error = %e, "removing an anonymous volume");
+            }
+        }
+    }
+
+    fn remove_locked(&self, id: &str, force: bool, volumes: bool) -> Result<(), LifecycleError> {
         let rec = self.store.container(id)?;
         if rec.running() && monitor::monitor_alive(&rec) {
             if !force {
@@ -480,6 +552,9 @@ impl Containers {
             removed.insert(id.to_string(), rec.state.exit_code);
         }
         self.store.remove_container_record(id)?;
+        if volumes {
+            self.remove_anonymous_volumes(&rec);
+        }
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -674,7 +749,8 @@ impl Containers {
                 continue;
             }
             if rec.auto_remove {
-                if let Err(e) = self.remove_locked(&rec.id, false) {
+                // As Docker's --rm, with the container's anonymous volumes.
+                if let Err(e) = self.remove_locked(&rec.id, false, true) {
                     tracing::warn!(id = rec.id, error = %e, "auto-removing");
                 }
                 continue;

@@ -52,6 +52,10 @@ pub enum MountRecord {
         name: String,
         destination: String,
         read_only: bool,
+        /// Made for this container (`-v /ctr`, or the image's `VOLUME`) with a
+        /// random name; `rm -v` and `--rm` remove it with the container.
+        #[serde(default)]
+        anonymous: bool,
     },
     Tmpfs {
         destination: String,
@@ -79,6 +83,7 @@ impl From<VolumeSpec> for MountRecord {
                 name,
                 destination,
                 read_only,
+                anonymous: false,
             },
         }
     }
@@ -101,6 +106,7 @@ impl MountRecord {
                 name,
                 destination,
                 read_only,
+                ..
             } => Some(VolumeSpec::Named {
                 name,
                 destination,
@@ -108,6 +114,16 @@ impl MountRecord {
             }),
             MountRecord::Tmpfs { .. } => None,
         }
+    }
+
+    /// An anonymous volume: the data of no one but this container.
+    pub fn anonymous(destination: &str) -> Result<Self, crate::container::ContainerError> {
+        Ok(MountRecord::Volume {
+            name: crate::container::new_container_id()?,
+            destination: destination.to_string(),
+            read_only: false,
+            anonymous: true,
+        })
     }
 
     pub fn destination(&self) -> &str {
@@ -205,6 +221,7 @@ impl ContainerSpec {
                     name,
                     destination,
                     read_only,
+                    ..
                 } => MountSpec {
                     destination: destination.clone(),
                     kind: MountKind::Bind {

@@ -163,9 +163,16 @@ fn port_bindings(v: &Value) -> Result<Vec<PortMapping>, ApiError> {
 /// `Binds`, `Mounts` and `Tmpfs` as recorded mounts.
 fn mounts(hc: &Value) -> Result<Vec<MountRecord>, ApiError> {
     let mut out = Vec::new();
+    let anonymous = |dest: &str| {
+        MountRecord::anonymous(dest)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    };
     for b in hc["Binds"].as_array().into_iter().flatten() {
         let b = b.as_str().unwrap_or("");
-        out.push(VolumeSpec::parse(b).map_err(|e| bad_opt("-v", e))?.into());
+        match crate::volume::anonymous_destination(b).map_err(|e| bad_opt("-v", e))? {
+            Some(dest) => out.push(anonymous(&dest)?),
+            None => out.push(VolumeSpec::parse(b).map_err(|e| bad_opt("-v", e))?.into()),
+        }
     }
     for m in hc["Mounts"].as_array().into_iter().flatten() {
         let target = m["Target"].as_str().unwrap_or("");
@@ -183,8 +190,19 @@ fn mounts(hc: &Value) -> Result<Vec<MountRecord>, ApiError> {
                 if kind == "bind" && !source.starts_with('/') {
                     return Err(bad("a bind source must be an absolute host path"));
                 }
-                if kind == "volume" && (source.is_empty() || source.starts_with('/')) {
+                if kind == "volume" && source.starts_with('/') {
                     return Err(bad("a volume mount needs a volume name as its source"));
+                }
+                if kind == "volume" && source.is_empty() {
+                    if ro {
+                        return Err(bad("an anonymous volume cannot be read-only"));
+                    }
+                    match crate::volume::anonymous_destination(target) {
+                        Ok(Some(dest)) => out.push(anonymous(&dest)?),
+                        Ok(None) => return Err(bad("the target must be a container path")),
+                        Err(e) => return Err(bad(&e.to_string())),
+                    }
+                    continue;
                 }
                 VolumeSpec::parse(&format!("{source}:{target}{mode}"))
                     .map_err(|e| bad(&e.to_string()))?
@@ -401,7 +419,26 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
         aliases,
         dns,
         extra_hosts,
-        mounts: mounts(hc)?,
+        mounts: {
+            let mut m = mounts(hc)?;
+            // `docker run -v /ctr` sends the path in the container config's
+            // Volumes (as an image's VOLUME): an anonymous volume unless a mount
+            // covers it.
+            for path in b["Volumes"].as_object().into_iter().flat_map(|v| v.keys()) {
+                let dest = crate::volume::anonymous_destination(path)
+                    .map_err(|e| bad_opt("-v", e))?
+                    .ok_or_else(|| {
+                        ApiError::bad(format!("-v {path:?}: Volumes takes container paths"))
+                    })?;
+                let norm = |p: &str| p.trim_end_matches('/').to_string();
+                if !m.iter().any(|x| norm(x.destination()) == norm(&dest)) {
+                    m.push(MountRecord::anonymous(&dest).map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?);
+                }
+            }
+            m
+        },
         limits: limits(hc)?,
         security: security(hc)?,
         tty,
@@ -540,6 +577,7 @@ fn mounts_json(r: &ContainerRecord, root: &std::path::Path) -> Value {
                 name,
                 destination,
                 read_only,
+                ..
             } => json!({"Type": "volume", "Name": name, "Source": vols.data_path(name),
                         "Destination": destination, "Driver": "local",
                         "Mode": if *read_only { "ro" } else { "z" }, "RW": !read_only, "Propagation": ""}),
@@ -792,9 +830,9 @@ pub async fn pause(d: Arc<Daemon>, id: &str, paused: bool) -> ApiResult {
 }
 
 pub async fn remove(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
-    let force = q.flag("force");
+    let (force, volumes) = (q.flag("force"), q.flag("v"));
     let (c, id) = (d.containers.clone(), id.to_string());
-    blocking(move || Ok(c.remove(&id, force)?)).await?;
+    blocking(move || Ok(c.remove(&id, force, volumes)?)).await?;
     empty(StatusCode::NO_CONTENT)
 }
 

@@ -318,11 +318,11 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
         (&Method::POST, ["networks", "create"]) => networks::create(d, req).await,
         (&Method::GET, ["networks", id]) => networks::inspect(d, id).await,
         (&Method::DELETE, ["networks", id]) => networks::remove(d, id).await,
-        (&Method::POST, ["volumes", "prune"]) => system::volume_prune(d).await,
         (&Method::POST, ["networks", id, "connect"]) => networks::connect(d, id, req, true).await,
         (&Method::POST, ["networks", id, "disconnect"]) => {
             networks::connect(d, id, req, false).await
         }
+        (&Method::POST, ["volumes", "prune"]) => system::volume_prune(d, &q).await,
         (&Method::DELETE, ["volumes", name]) => system::volume_remove(d, name).await,
         (&Method::GET, ["containers", "json"]) => containers::list(d, &q).await,
         (&Method::POST, ["containers", "create"]) => containers::create(d, &q, req).await,
