@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::fsutil::write_atomic;
-use crate::spec::{Limits, MountKind, MountSpec, NetworkMode, RunOpts, Security};
 use crate::network_setup::{Connected, EtcFiles, PortMapping};
+use crate::spec::{Device, Limits, MountKind, MountSpec, NetworkMode, RunOpts, Security};
 use crate::store::{Store, StoreError};
 use crate::volume::{VolumeSpec, Volumes};
 
@@ -180,6 +180,8 @@ pub struct ContainerSpec {
     pub open_stdin: bool,
     /// Stdin closes when the first attached client closes it.
     pub stdin_once: bool,
+    /// `--device`, resolved at create.
+    pub devices: Vec<Device>,
 }
 
 /// Where a container's network namespace is pinned (`network_setup`).
@@ -264,6 +266,7 @@ impl ContainerSpec {
             },
             security: self.security.clone(),
             tty: self.tty,
+            devices: self.devices.clone(),
             ..Default::default()
         }
     }

@@ -292,6 +292,34 @@ fn limits(hc: &Value) -> Result<LimitsRecord, ApiError> {
     })
 }
 
+/// `Devices` (`[{"PathOnHost", "PathInContainer", "CgroupPermissions"}]`),
+/// checked against the host: each must be a character or block device.
+fn devices(v: &Value) -> Result<Vec<crate::spec::Device>, ApiError> {
+    let mut out: Vec<crate::spec::Device> = Vec::new();
+    match v {
+        Value::Null => return Ok(out),
+        Value::Array(_) => {}
+        _ => return Err(ApiError::bad("--device (Devices): expected a list")),
+    }
+    for d in v.as_array().into_iter().flatten() {
+        let field = |k: &str| d[k].as_str().unwrap_or("").to_string();
+        let dev = crate::spec::Device::resolve(
+            &field("PathOnHost"),
+            &field("PathInContainer"),
+            &field("CgroupPermissions"),
+        )
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+        if out.iter().any(|o| o.container_path == dev.container_path) {
+            return Err(ApiError::bad(format!(
+                "--device: {} is given twice as the container path",
+                dev.container_path
+            )));
+        }
+        out.push(dev);
+    }
+    Ok(out)
+}
+
 fn security(hc: &Value) -> Result<Security, ApiError> {
     let mut sec = Security {
         cap_add: strings(&hc["CapAdd"]).unwrap_or_default(),
@@ -329,11 +357,6 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
     let open_stdin = b["OpenStdin"].as_bool().unwrap_or(false);
     let hc = &b["HostConfig"];
     let warnings = Vec::new();
-    if hc["Devices"].as_array().is_some_and(|a| !a.is_empty()) {
-        return Err(ApiError::bad(
-            "--device (Devices) is not supported by this engine yet",
-        ));
-    }
     let network = match hc["NetworkMode"].as_str().unwrap_or("") {
         "" | "default" | "bridge" => DEFAULT_NETWORK.to_string(),
         other if other.starts_with("container:") => {
@@ -444,6 +467,7 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
         tty,
         open_stdin,
         stdin_once: b["StdinOnce"].as_bool().unwrap_or(false),
+        devices: devices(&hc["Devices"])?,
     };
     Ok((
         CreateOpts {
@@ -740,6 +764,8 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
                 "Privileged": r.spec.security.privileged,
                 "SecurityOpt": if r.spec.security.seccomp_unconfined { json!(["seccomp=unconfined"]) } else { Value::Null },
                 "Dns": r.spec.dns,
+                "Devices": r.spec.devices.iter().map(|d| json!({"PathOnHost": d.host_path,
+                    "PathInContainer": d.container_path, "CgroupPermissions": d.access})).collect::<Vec<_>>(),
                 "ExtraHosts": r.spec.extra_hosts.iter().map(|(n, i)| format!("{n}:{i}")).collect::<Vec<_>>(),
             },
             "GraphDriver": {"Name": "overlay2", "Data": {
