@@ -545,6 +545,7 @@ fn run_options(args: &RunArgs) -> anyhow::Result<RunOpts> {
         },
         security,
         tty: false,
+        devices: Vec::new(),
     })
 }
 

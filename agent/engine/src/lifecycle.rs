@@ -12,8 +12,10 @@ use crate::cgroups;
 use crate::container::{new_container_id, Bundle, CgroupManager, ContainerError, Crun};
 use crate::media::ImageConfig;
 use crate::monitor::{self, MonitorError};
+use crate::network::Networks;
+use crate::network_setup::{self, EtcFiles};
 use crate::records::{
-    ContainerRecord, ContainerSpec, ContainerState, RecordError, RestartPolicy, Status,
+    ContainerRecord, ContainerSpec, ContainerState, MountRecord, RecordError, RestartPolicy, Status,
 };
 use crate::spec::command;
 use crate::store::{Store, StoreError};
@@ -45,6 +47,11 @@ pub enum LifecycleError {
     /// Nothing to do (already started / already stopped): HTTP 304.
     #[error("container {0} is already in that state")]
     NotModified(String),
+    /// Refused as Docker refuses it (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Network(#[from] crate::network_setup::SetupError),
 }
 
 /// What `docker create` asks for.
@@ -208,6 +215,21 @@ impl Containers {
         let config: ImageConfig = serde_json::from_slice(&self.store.read_blob(&image.id)?)
             .map_err(|e| LifecycleError::Invalid(format!("image {}: config: {e}", image.id)))?;
         let mut spec = opts.spec.clone();
+        // The image's VOLUME paths that no mount covers get anonymous volumes.
+        let image_volumes = config.config.as_ref().and_then(|c| c.volumes.as_ref());
+        for path in image_volumes.into_iter().flat_map(|v| v.keys()) {
+            let norm = |p: &str| p.trim_end_matches('/').to_string();
+            if !path.starts_with('/') || norm(path).is_empty() {
+                continue;
+            }
+            if !spec
+                .mounts
+                .iter()
+                .any(|m| norm(m.destination()) == norm(path))
+            {
+                spec.mounts.push(MountRecord::anonymous(&norm(path))?);
+            }
+        }
         let id = new_container_id()?;
         let root = self.store.root();
         spec.argv = command(&config, &spec.run_opts(root, &id)).map_err(ContainerError::from)?;
@@ -223,13 +245,34 @@ impl Containers {
             log_max_size: opts.log_max_size,
             state: ContainerState::default(),
         };
-        // Named volumes are created on demand, as Docker does.
+        // Named volumes are created on demand, as Docker does; anonymous ones are
+        // new, labelled as Docker labels them, and go again if the create fails.
         let volumes = crate::volume::Volumes::open(root);
+        let mut made = Vec::new();
+        let remove_made = |made: &[String]| {
+            for n in made {
+                if let Err(e) = volumes.remove(n) {
+                    tracing::warn!(volume = n, error = %e, "removing a volume of a failed create");
+                }
+            }
+        };
         for m in &rec.spec.mounts {
-            if let crate::records::MountRecord::Volume { name, .. } = m {
-                volumes
-                    .create(name, Default::default())
-                    .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
+            if let MountRecord::Volume {
+                name, anonymous, ..
+            } = m
+            {
+                let labels = if *anonymous {
+                    [(crate::volume::ANONYMOUS_LABEL.to_string(), String::new())].into()
+                } else {
+                    Default::default()
+                };
+                if let Err(e) = volumes.create(name, labels) {
+                    remove_made(&made);
+                    return Err(LifecycleError::Invalid(e.to_string()));
+                }
+                if *anonymous {
+                    made.push(name.clone());
+                }
             }
         }
         // The record first (it checks the name), then the files; undo on failure.
@@ -243,11 +286,16 @@ impl Containers {
                     attempt += 1;
                     rec.name = generated_name(&id, attempt);
                 }
-                r => break r?,
+                Err(e) => {
+                    remove_made(&made);
+                    return Err(e.into());
+                }
+                Ok(()) => break,
             }
         }
         if let Err(e) = Bundle::create(&self.store, &image, &id, &rec.spec.run_opts(root, &id)) {
             let _ = self.store.remove_container_record(&id);
+            remove_made(&made);
             return Err(e.into());
         }
         Ok(rec)
@@ -483,14 +531,46 @@ impl Containers {
     }
 
     /// `docker rm [-f]`: a running container needs `force` (it is killed).
-    pub fn remove(&self, key: &str, force: bool) -> Result<(), LifecycleError> {
+    /// With `volumes` (`rm -v`), the container's anonymous volumes go too;
+    /// named volumes always stay.
+    pub fn remove(&self, key: &str, force: bool, volumes: bool) -> Result<(), LifecycleError> {
         let rec = self.store.container(key)?;
         let lock = self.lock_for(&rec.id);
         let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.remove_locked(&rec.id, force)
+        self.remove_locked(&rec.id, force, volumes)
     }
 
-    fn remove_locked(&self, id: &str, force: bool) -> Result<(), LifecycleError> {
+    /// Removes the anonymous volumes of a removed container that no other
+    /// container names; a failure is logged, as the container is gone already.
+    fn remove_anonymous_volumes(&self, rec: &ContainerRecord) {
+        let volumes = crate::volume::Volumes::open(self.store.root());
+        let others = self.store.containers().unwrap_or_default();
+        for m in &rec.spec.mounts {
+            let MountRecord::Volume {
+                name,
+                anonymous: true,
+                ..
+            } = m
+            else {
+                continue;
+            };
+            let used = others.iter().any(|o| {
+                o.spec
+                    .mounts
+                    .iter()
+                    .any(|om| matches!(om, MountRecord::Volume { name: n, .. } if n == name))
+            });
+            if used {
+                tracing::warn!(volume = name, "kept: another container uses it");
+                continue;
+            }
+            if let Err(e) = volumes.remove(name) {
+                tracing::warn!(volume = name, error = %e, "removing an anonymous volume");
+            }
+        }
+    }
+
+    fn remove_locked(&self, id: &str, force: bool, volumes: bool) -> Result<(), LifecycleError> {
         let rec = self.store.container(id)?;
         if rec.running() && monitor::monitor_alive(&rec) {
             if !force {
@@ -515,11 +595,159 @@ impl Containers {
             removed.insert(id.to_string(), rec.state.exit_code);
         }
         self.store.remove_container_record(id)?;
+        if volumes {
+            self.remove_anonymous_volumes(&rec);
+        }
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         Ok(())
+    }
+
+    /// `docker network connect NETWORK CONTAINER`. A running container gets one
+    /// more interface in its namespace at once; a stopped one gets the network
+    /// recorded, and its next start attaches it. `network` is a netavark
+    /// network's name (the caller resolved it).
+    pub fn connect(&self, key: &str, network: &str) -> Result<(), LifecycleError> {
+        let rec = self.store.container(key)?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let root = self.store.root();
+        let _net = network_setup::lock_container_networks(root, &rec.id)?;
+        let rec = self.store.container(&rec.id)?;
+        if !rec.spec.joins_network() {
+            return Err(LifecycleError::Forbidden(format!(
+                "container {} runs with --network {}: it cannot be connected to network {network} \
+                 (only containers on the bridge or a user network can)",
+                rec.name, rec.spec.network
+            )));
+        }
+        if rec.spec.on_network(network) {
+            return Err(LifecycleError::Forbidden(format!(
+                "endpoint with name {} already exists in network {network}",
+                rec.name
+            )));
+        }
+        let ns = crate::records::netns_path(root, &rec.id);
+        let live =
+            rec.running() && monitor::monitor_alive(&rec) && network_setup::is_pinned_netns(&ns);
+        if !live {
+            self.store
+                .update_container(&rec.id, |r| r.spec.networks.push(network.to_string()))?;
+            return Ok(());
+        }
+        let interface = (1..)
+            .map(|n| format!("eth{n}"))
+            .find(|i| !rec.state.connected.iter().any(|c| &c.interface == i))
+            .unwrap_or_default();
+        let aliases: Vec<String> = [rec.name.clone(), rec.short_id().to_string()]
+            .into_iter()
+            .chain(rec.spec.aliases.iter().cloned())
+            .collect();
+        let networks = Networks::open(root);
+        let (c, status) = network_setup::connect(
+            root, &networks, &ns, &rec.id, &rec.name, network, &interface, &aliases,
+        )?;
+        let undo = |e: LifecycleError| {
+            if let Err(u) = network_setup::disconnect(root, &networks, &ns, &rec.id, &rec.name, &c)
+            {
+                tracing::warn!(id = rec.id, error = %u, "undoing a connect");
+            }
+            e
+        };
+        // The new network's aardvark-dns goes into resolv.conf (unless --dns set
+        // the nameservers): first if the container had only the host's servers.
+        if let (Some(server), true) = (c.dns_server, rec.spec.dns.is_empty()) {
+            let first_has_dns = networks
+                .inspect(&rec.spec.network)
+                .map(|n| n.config.dns_enabled)
+                .unwrap_or(false);
+            let search = status.dns_search_domains.clone().unwrap_or_default();
+            EtcFiles::at(root, &rec.id)
+                .set_nameserver(server, true, !first_has_dns, &search)
+                .map_err(|e| undo(e.into()))?;
+        }
+        self.store
+            .update_container(&rec.id, |r| {
+                r.spec.networks.push(network.to_string());
+                r.state.connected.push(c.clone());
+            })
+            .map_err(|e| undo(e.into()))?;
+        Ok(())
+    }
+
+    /// `docker network disconnect NETWORK CONTAINER`: the interface goes at once
+    /// from a running container, and the network from its record. The network a
+    /// container was created on (its eth0) can be disconnected only while it is
+    /// stopped, and not if it is the container's last network.
+    pub fn disconnect(&self, key: &str, network: &str) -> Result<(), LifecycleError> {
+        let rec = self.store.container(key)?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let root = self.store.root();
+        let _net = network_setup::lock_container_networks(root, &rec.id)?;
+        let rec = self.store.container(&rec.id)?;
+        if !rec.spec.joins_network() {
+            return Err(LifecycleError::Forbidden(format!(
+                "container {} runs with --network {}: it has no network {network} to disconnect",
+                rec.name, rec.spec.network
+            )));
+        }
+        if !rec.spec.on_network(network) {
+            return Err(LifecycleError::Forbidden(format!(
+                "container {} is not connected to network {network}",
+                rec.name
+            )));
+        }
+        let ns = crate::records::netns_path(root, &rec.id);
+        let live =
+            rec.running() && monitor::monitor_alive(&rec) && network_setup::is_pinned_netns(&ns);
+        if rec.spec.network == network {
+            if live {
+                return Err(LifecycleError::Forbidden(format!(
+                    "container {} was created on network {network}, its eth0, which cannot be \
+                     disconnected while it runs; stop the container first",
+                    rec.name
+                )));
+            }
+            if rec.spec.networks.is_empty() {
+                return Err(LifecycleError::Forbidden(format!(
+                    "network {network} is container {}'s only network and cannot be disconnected \
+                     (create the container with --network none for no network)",
+                    rec.name
+                )));
+            }
+            self.store.update_container(&rec.id, |r| {
+                r.spec.network = r.spec.networks.remove(0);
+            })?;
+            return Ok(());
+        }
+        let mut result = Ok(());
+        if live {
+            if let Some(c) = rec.state.connected.iter().find(|c| c.network == network) {
+                let networks = Networks::open(root);
+                if let Err(e) =
+                    network_setup::disconnect(root, &networks, &ns, &rec.id, &rec.name, c)
+                {
+                    result = Err(e.into());
+                }
+                if let (Some(server), true) = (c.dns_server, rec.spec.dns.is_empty()) {
+                    if let Err(e) =
+                        EtcFiles::at(root, &rec.id).set_nameserver(server, false, false, &[])
+                    {
+                        tracing::warn!(id = rec.id, error = %e, "updating resolv.conf");
+                    }
+                }
+            }
+        }
+        // The record follows even if netavark reported a failure: the lease is
+        // gone, and a failed teardown is reported to the client.
+        self.store.update_container(&rec.id, |r| {
+            r.spec.networks.retain(|n| n != network);
+            r.state.connected.retain(|c| c.network != network);
+        })?;
+        result
     }
 
     /// The exit code a container had when it was removed.
@@ -564,7 +792,8 @@ impl Containers {
                 continue;
             }
             if rec.auto_remove {
-                if let Err(e) = self.remove_locked(&rec.id, false) {
+                // As Docker's --rm, with the container's anonymous volumes.
+                if let Err(e) = self.remove_locked(&rec.id, false, true) {
                     tracing::warn!(id = rec.id, error = %e, "auto-removing");
                 }
                 continue;

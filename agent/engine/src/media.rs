@@ -100,6 +100,10 @@ pub struct ContainerConfig {
     pub working_dir: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
+    /// `VOLUME` paths: each one a container's mounts do not cover gets an
+    /// anonymous volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -25,7 +25,7 @@ use crate::journal_send::{JournalSender, JOURNAL_SOCKET};
 use crate::logfile::{LogWriter, Stream, LOG_FILE};
 use crate::network::Networks;
 use crate::network_setup::{
-    host_nameservers, Attachment, EtcFiles, EtcOpts, Netns, NetworkRequest,
+    self, host_nameservers, Attachment, Connected, EtcFiles, EtcOpts, Netns, NetworkRequest,
 };
 use crate::records::{netns_path, ContainerRecord, MountRecord, Status};
 use crate::store::Store;
@@ -339,6 +339,11 @@ struct Attached {
     id: String,
     networks: Networks,
     attachment: Option<Attachment>,
+    /// Networks connected beside the first one, until the start records them in
+    /// `state.connected` (from then on the record is the list to tear down, since
+    /// the daemon connects and disconnects networks of a running container).
+    extras: Vec<Connected>,
+    name: String,
     etc: Option<EtcFiles>,
     _volumes: Mounted,
 }
@@ -353,8 +358,16 @@ impl Attached {
             if ns.exists() {
                 let _ = Netns { path: ns }.remove();
             }
-            if let Ok(Some(_)) = networks.leased(&spec.network, &rec.id) {
-                let _ = networks.release(&spec.network, &rec.id);
+            let stale = std::iter::once(&spec.network)
+                .chain(&spec.networks)
+                .chain(rec.state.connected.iter().map(|c| &c.network));
+            for n in stale {
+                if let Ok(Some(_)) = networks.leased(n, &rec.id) {
+                    let _ = networks.release(n, &rec.id);
+                }
+            }
+            if !rec.state.connected.is_empty() {
+                Store::open(root)?.update_container(&rec.id, |r| r.state.connected.clear())?;
             }
         }
         let volumes = Volumes::open(root);
@@ -369,6 +382,8 @@ impl Attached {
             id: rec.id.clone(),
             networks,
             attachment: None,
+            extras: Vec::new(),
+            name: rec.name.clone(),
             etc: None,
             _volumes: mounted,
         };
@@ -392,16 +407,40 @@ impl Attached {
                 aliases: aliases.clone(),
             };
             let a = Attachment::setup(root, &me.networks, &rec.id, &rec.name, &req)?;
-            let etc = EtcFiles::write(
+            let address = a.address;
+            let mut servers = a.status.dns_server_ips.clone().unwrap_or_default();
+            let mut search = a.search_domains();
+            me.attachment = Some(a);
+            // Networks connected later: eth1, eth2, ... in the order they came.
+            let ns = netns_path(root, &rec.id);
+            for (i, n) in spec.networks.iter().enumerate() {
+                let (c, status) = network_setup::connect(
+                    root,
+                    &me.networks,
+                    &ns,
+                    &rec.id,
+                    &rec.name,
+                    n,
+                    &format!("eth{}", i + 1),
+                    &aliases,
+                )?;
+                me.extras.push(c);
+                servers.extend(status.dns_server_ips.unwrap_or_default());
+                search.extend(status.dns_search_domains.unwrap_or_default());
+            }
+            dedup(&mut servers);
+            dedup(&mut search);
+            if servers.is_empty() {
+                servers = host_nameservers();
+            }
+            EtcFiles::write(
                 root,
                 &rec.id,
                 &etc_opts,
-                Some((std::net::IpAddr::V4(a.address), &aliases)),
-                &a.nameservers(),
-                &a.search_domains(),
-            );
-            me.attachment = Some(a);
-            etc?
+                Some((std::net::IpAddr::V4(address), &aliases)),
+                &servers,
+                &search,
+            )?
         } else if spec.network == "host" {
             EtcFiles::write(root, &rec.id, &etc_opts, None, &host_nameservers(), &[])?
         } else {
@@ -417,6 +456,41 @@ impl Attached {
 
     /// Undoes everything, reporting each failure and going on past it.
     fn teardown(&mut self) {
+        if self.attachment.is_some() {
+            // Held until the namespace is gone: a connect that waited for it
+            // finds no namespace and only records the network for the next start.
+            let _lock = network_setup::lock_container_networks(&self.root, &self.id)
+                .map_err(|e| tracing::warn!(id = self.id, error = %e, "network lock"))
+                .ok();
+            let mut extras = std::mem::take(&mut self.extras);
+            if let Ok(store) = Store::open(&self.root) {
+                if let Ok(rec) = store.container(&self.id) {
+                    if !rec.state.connected.is_empty() {
+                        extras.extend(rec.state.connected.iter().cloned());
+                        let _ = store.update_container(&self.id, |r| r.state.connected.clear());
+                    }
+                }
+            }
+            dedup(&mut extras);
+            let ns = netns_path(&self.root, &self.id);
+            for c in &extras {
+                if let Err(e) = network_setup::disconnect(
+                    &self.root,
+                    &self.networks,
+                    &ns,
+                    &self.id,
+                    &self.name,
+                    c,
+                ) {
+                    tracing::warn!(id = self.id, network = c.network, error = %e, "network teardown");
+                }
+            }
+            if let Some(a) = self.attachment.take() {
+                if let Err(e) = a.teardown(&self.networks) {
+                    tracing::warn!(id = self.id, error = %e, "network teardown");
+                }
+            }
+        }
         if let Some(a) = self.attachment.take() {
             if let Err(e) = a.teardown(&self.networks) {
                 tracing::warn!(id = self.id, error = %e, "network teardown");
@@ -438,6 +512,16 @@ impl Drop for Attached {
     }
 }
 
+fn dedup<T: PartialEq>(v: &mut Vec<T>) {
+    let mut seen: Vec<T> = Vec::with_capacity(v.len());
+    for x in v.drain(..) {
+        if !seen.contains(&x) {
+            seen.push(x);
+        }
+    }
+    *v = seen;
+}
+
 fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     crate::container::leave_service_cgroup("monitors")
         .context("leaving the engine service's cgroup")?;
@@ -456,7 +540,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     bundle.ensure_mounted(&store, &image)?;
     // Volumes, the network attachment and the /etc files, before `crun create`;
     // undone when `attached` drops (a failed start) or after the container exits.
-    let attached = Attached::setup(root, &rec)?;
+    let mut attached = Attached::setup(root, &rec)?;
     attached.copy_up(&bundle.rootfs())?;
     let log = Arc::new(Mutex::new(
         LogWriter::open(&bundle.dir.join(LOG_FILE), rec.log_max_size)
@@ -600,7 +684,9 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         None => (None, None, Vec::new()),
     };
     let count_restart = std::env::var_os(COUNT_RESTART_ENV).is_some();
+    let connected = attached.extras.clone();
     store.update_container(id, |r| {
+        r.state.connected = connected.clone();
         if count_restart {
             r.state.restart_count += 1;
         }
@@ -619,6 +705,8 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         r.state.oom_killed = false;
         r.state.paused = false;
     })?;
+    // From here the record lists them, and the daemon may change the list.
+    attached.extras.clear();
     Ok(Running {
         pid,
         crun,

@@ -281,6 +281,60 @@ impl EtcFiles {
             .collect()
     }
 
+    /// Adds or removes a nameserver of a running container (a network with
+    /// aardvark-dns connected or disconnected). `first` puts it before the
+    /// others. The file is rewritten in place: it is bind-mounted into the
+    /// container, and a rename would not show there.
+    pub fn set_nameserver(
+        &self,
+        server: IpAddr,
+        present: bool,
+        first: bool,
+        search: &[String],
+    ) -> Result<(), SetupError> {
+        let p = self.dir.join("resolv.conf");
+        let old = std::fs::read_to_string(&p).map_err(io_err("reading", &p))?;
+        let mut searches: Vec<String> = Vec::new();
+        let mut servers: Vec<IpAddr> = Vec::new();
+        let mut other: Vec<&str> = Vec::new();
+        for line in old.lines() {
+            let mut w = line.split_whitespace();
+            match w.next() {
+                Some("search") => searches.extend(w.map(str::to_string)),
+                Some("nameserver") => {
+                    servers.extend(w.next().and_then(|ip| ip.parse::<IpAddr>().ok()))
+                }
+                _ if !line.trim().is_empty() => other.push(line),
+                _ => {}
+            }
+        }
+        servers.retain(|s| *s != server);
+        if present {
+            if first {
+                servers.insert(0, server);
+            } else {
+                servers.push(server);
+            }
+            for d in search {
+                if !searches.contains(d) {
+                    searches.push(d.clone());
+                }
+            }
+        }
+        let mut out = String::new();
+        if !searches.is_empty() {
+            out.push_str(&format!("search {}\n", searches.join(" ")));
+        }
+        for s in &servers {
+            out.push_str(&format!("nameserver {s}\n"));
+        }
+        for l in other {
+            out.push_str(l);
+            out.push('\n');
+        }
+        std::fs::write(&p, out).map_err(io_err("writing", &p))
+    }
+
     pub fn remove(&self) -> Result<(), SetupError> {
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
@@ -376,6 +430,7 @@ fn netavark_options(
     net: &NetworkConfig,
     ip: Ipv4Addr,
     req: &NetworkRequest,
+    interface: &str,
 ) -> Value {
     let ports: Vec<Value> = req
         .ports
@@ -400,7 +455,7 @@ fn netavark_options(
         "container_name": container_name,
         "port_mappings": ports,
         "networks": {
-            &net.name: {"interface_name": "eth0", "static_ips": [ip], "aliases": aliases},
+            &net.name: {"interface_name": interface, "static_ips": [ip], "aliases": aliases},
         },
         "network_info": {
             &net.name: {
@@ -527,7 +582,14 @@ fn anchor_options(net: &NetworkConfig, ip: Ipv4Addr) -> Value {
         network: net.name.clone(),
         ..Default::default()
     };
-    netavark_options(&net.id, &format!("anchor-{}", net.name), net, ip, &req)
+    netavark_options(
+        &net.id,
+        &format!("anchor-{}", net.name),
+        net,
+        ip,
+        &req,
+        "eth0",
+    )
 }
 
 /// Brings a network up and keeps it up, as Docker keeps docker0: a namespace of
@@ -616,7 +678,14 @@ impl Attachment {
             ports: ports.clone(),
             ..req.clone()
         };
-        let options = netavark_options(container_id, container_name, &network, address, &req);
+        let options = netavark_options(
+            container_id,
+            container_name,
+            &network,
+            address,
+            &req,
+            "eth0",
+        );
         let out = match run_netavark(store_root, "setup", &netns.path, &options) {
             Ok(out) => out,
             Err(e) => {
@@ -681,6 +750,149 @@ impl Attachment {
             Err(SetupError::Teardown(errors))
         }
     }
+}
+
+/// A network attached beside a container's first one (`docker network connect`):
+/// one more interface in its namespace, with an address but no published ports.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Connected {
+    pub network: String,
+    /// `eth1`, `eth2`, ...
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    /// aardvark-dns's address on this network, if it has DNS.
+    #[serde(default)]
+    pub dns_server: Option<IpAddr>,
+}
+
+/// Attaches `network` to the namespace pinned at `netns` as `interface`: brings
+/// the network up if needed, leases an address and runs `netavark setup` with
+/// that one network, so the container's other interfaces are left alone. On
+/// failure the lease and whatever netavark did are undone.
+#[allow(clippy::too_many_arguments)]
+pub fn connect(
+    store_root: &Path,
+    networks: &Networks,
+    netns: &Path,
+    container_id: &str,
+    container_name: &str,
+    network: &str,
+    interface: &str,
+    aliases: &[String],
+) -> Result<(Connected, NetavarkStatus), SetupError> {
+    ensure_up(store_root, networks, network)?;
+    let (net, address) = networks.lease(network, container_id)?;
+    let req = NetworkRequest {
+        network: network.into(),
+        ports: Vec::new(),
+        aliases: aliases.to_vec(),
+    };
+    let options = netavark_options(container_id, container_name, &net, address, &req, interface);
+    match run_netavark(store_root, "setup", netns, &options) {
+        Ok(out) => {
+            let status = serde_json::from_slice::<BTreeMap<String, NetavarkStatus>>(&out)
+                .ok()
+                .and_then(|mut m| m.remove(&net.name))
+                .unwrap_or_default();
+            let dns_server = status
+                .dns_server_ips
+                .as_ref()
+                .and_then(|ips| ips.first().copied());
+            let c = Connected {
+                network: net.name.clone(),
+                interface: interface.into(),
+                address,
+                gateway: net.gateway,
+                dns_server,
+            };
+            Ok((c, status))
+        }
+        Err(e) => {
+            let _ = run_netavark(store_root, "teardown", netns, &options);
+            if let Err(r) = networks.release(network, container_id) {
+                tracing::warn!(error = %r, "releasing an address after a failed connect");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Undoes [`connect`]: `netavark teardown` of that one interface (which also
+/// takes the container's names off the network's aardvark-dns) and the lease,
+/// going on past failures and reporting all of them.
+pub fn disconnect(
+    store_root: &Path,
+    networks: &Networks,
+    netns: &Path,
+    container_id: &str,
+    container_name: &str,
+    c: &Connected,
+) -> Result<(), SetupError> {
+    let mut errors = Vec::new();
+    match networks.inspect(&c.network) {
+        Ok(info) => {
+            let req = NetworkRequest {
+                network: c.network.clone(),
+                ..Default::default()
+            };
+            let options = netavark_options(
+                container_id,
+                container_name,
+                &info.config,
+                c.address,
+                &req,
+                &c.interface,
+            );
+            if let Err(e) = run_netavark(store_root, "teardown", netns, &options) {
+                errors.push(e.to_string());
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    if let Err(e) = networks.release(&c.network, container_id) {
+        errors.push(e.to_string());
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(SetupError::Teardown(errors))
+    }
+}
+
+/// Whether `path` is a pinned network namespace (not merely a file).
+pub fn is_pinned_netns(path: &Path) -> bool {
+    is_netns(path)
+}
+
+/// An exclusive flock on `ROOT/containers/<id>/network.lock`: the daemon holds
+/// it while it connects or disconnects a network, and the container's monitor
+/// while it tears the attachments down, so neither misses the other's change.
+pub struct ContainerNetLock(std::fs::File);
+
+impl Drop for ContainerNetLock {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
+    }
+}
+
+pub fn lock_container_networks(
+    store_root: &Path,
+    container_id: &str,
+) -> Result<ContainerNetLock, SetupError> {
+    let p = store_root
+        .join("containers")
+        .join(container_id)
+        .join("network.lock");
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(io_err("opening", &p))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| io_err("locking", &p)(e.into()))?;
+    Ok(ContainerNetLock(f))
 }
 
 #[cfg(test)]

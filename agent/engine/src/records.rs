@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::fsutil::write_atomic;
-use crate::network_setup::{EtcFiles, PortMapping};
-use crate::spec::{Limits, MountKind, MountSpec, NetworkMode, RunOpts, Security};
+use crate::network_setup::{Connected, EtcFiles, PortMapping};
+use crate::spec::{Device, Limits, MountKind, MountSpec, NetworkMode, RunOpts, Security};
 use crate::store::{Store, StoreError};
 use crate::volume::{VolumeSpec, Volumes};
 
@@ -52,6 +52,10 @@ pub enum MountRecord {
         name: String,
         destination: String,
         read_only: bool,
+        /// Made for this container (`-v /ctr`, or the image's `VOLUME`) with a
+        /// random name; `rm -v` and `--rm` remove it with the container.
+        #[serde(default)]
+        anonymous: bool,
     },
     Tmpfs {
         destination: String,
@@ -79,6 +83,7 @@ impl From<VolumeSpec> for MountRecord {
                 name,
                 destination,
                 read_only,
+                anonymous: false,
             },
         }
     }
@@ -101,6 +106,7 @@ impl MountRecord {
                 name,
                 destination,
                 read_only,
+                ..
             } => Some(VolumeSpec::Named {
                 name,
                 destination,
@@ -108,6 +114,16 @@ impl MountRecord {
             }),
             MountRecord::Tmpfs { .. } => None,
         }
+    }
+
+    /// An anonymous volume: the data of no one but this container.
+    pub fn anonymous(destination: &str) -> Result<Self, crate::container::ContainerError> {
+        Ok(MountRecord::Volume {
+            name: crate::container::new_container_id()?,
+            destination: destination.to_string(),
+            read_only: false,
+            anonymous: true,
+        })
     }
 
     pub fn destination(&self) -> &str {
@@ -143,6 +159,9 @@ pub struct ContainerSpec {
     pub read_only: bool,
     /// `none`, `host`, `bridge` (the default network) or a user network's name.
     pub network: String,
+    /// Networks connected later (`docker network connect`), attached beside
+    /// `network` as eth1, eth2, ... at each start.
+    pub networks: Vec<String>,
     pub labels: BTreeMap<String, String>,
     /// The command as resolved against the image: `Path` and `Args` in inspect.
     pub argv: Vec<String>,
@@ -161,6 +180,8 @@ pub struct ContainerSpec {
     pub open_stdin: bool,
     /// Stdin closes when the first attached client closes it.
     pub stdin_once: bool,
+    /// `--device`, resolved at create.
+    pub devices: Vec<Device>,
 }
 
 /// Where a container's network namespace is pinned (`network_setup`).
@@ -172,6 +193,12 @@ impl ContainerSpec {
     /// Whether the container joins a netavark network (`bridge` or a user network).
     pub fn joins_network(&self) -> bool {
         !matches!(self.network.as_str(), "none" | "host" | "")
+    }
+
+    /// Whether the container is on `network`, first or connected later.
+    pub fn on_network(&self, network: &str) -> bool {
+        self.joins_network()
+            && (self.network == network || self.networks.iter().any(|n| n == network))
     }
 
     /// The spec's options for container `id` of the store at `root`: the network
@@ -196,6 +223,7 @@ impl ContainerSpec {
                     name,
                     destination,
                     read_only,
+                    ..
                 } => MountSpec {
                     destination: destination.clone(),
                     kind: MountKind::Bind {
@@ -238,6 +266,7 @@ impl ContainerSpec {
             },
             security: self.security.clone(),
             tty: self.tty,
+            devices: self.devices.clone(),
             ..Default::default()
         }
     }
@@ -331,6 +360,8 @@ pub struct ContainerState {
     pub ip_address: Option<std::net::Ipv4Addr>,
     pub gateway: Option<std::net::Ipv4Addr>,
     pub published: Vec<PortMapping>,
+    /// While running: the interfaces of the networks in `spec.networks`.
+    pub connected: Vec<Connected>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

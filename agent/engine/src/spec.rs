@@ -127,6 +127,92 @@ pub struct RunOpts {
     pub security: Security,
     /// A terminal (`-t`): crun hands the pty master over `--console-socket`.
     pub tty: bool,
+    /// `--device`: host device nodes made in the container and allowed in its
+    /// device cgroup.
+    pub devices: Vec<Device>,
+}
+
+/// One `--device HOST[:CONTAINER][:PERMISSIONS]`, resolved against the host at
+/// create time (the node's type, numbers, mode and owner).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Device {
+    pub host_path: String,
+    pub container_path: String,
+    /// `c` or `b`.
+    pub kind: String,
+    pub major: u64,
+    pub minor: u64,
+    /// The permission bits of the host node.
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The cgroup access: some of `r`, `w` and `m`.
+    pub access: String,
+}
+
+impl Device {
+    /// Checks and resolves a device option; every error names `--device` and
+    /// the value as given.
+    pub fn resolve(host: &str, container: &str, access: &str) -> Result<Self, SpecError> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let shown = [host, container, access]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(":");
+        let bad = |reason: String| SpecError::Device {
+            spec: shown.clone(),
+            reason,
+        };
+        if !host.starts_with('/') {
+            return Err(bad(format!("the host path {host:?} must be absolute")));
+        }
+        let container = if container.is_empty() {
+            host
+        } else {
+            container
+        };
+        if !container.starts_with('/') || container.split('/').any(|c| c == "..") {
+            return Err(bad(format!(
+                "the container path {container:?} must be absolute, without `..`"
+            )));
+        }
+        if container.trim_end_matches('/').is_empty() {
+            return Err(bad("the container path cannot be /".into()));
+        }
+        let access = if access.is_empty() { "rwm" } else { access };
+        if !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm'))
+            || (1..access.len()).any(|i| access[i..].contains(&access[i - 1..i]))
+        {
+            return Err(bad(format!(
+                "invalid permissions {access:?}: use some of r, w and m"
+            )));
+        }
+        let md =
+            std::fs::metadata(host).map_err(|e| bad(format!("the host device {host}: {e}")))?;
+        let kind = if md.file_type().is_char_device() {
+            "c"
+        } else if md.file_type().is_block_device() {
+            "b"
+        } else {
+            return Err(bad(format!(
+                "{host} is not a device node (a character or block device)"
+            )));
+        };
+        let rdev = md.rdev();
+        Ok(Self {
+            host_path: host.into(),
+            container_path: container.into(),
+            kind: kind.into(),
+            major: rustix::fs::major(rdev) as u64,
+            minor: rustix::fs::minor(rdev) as u64,
+            file_mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            access: access.into(),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +227,8 @@ pub enum SpecError {
     NotInBoundingSet(&'static str),
     #[error("--network joined without a namespace path")]
     NoNetns,
+    #[error("--device {spec:?}: {reason}")]
+    Device { spec: String, reason: String },
 }
 
 /// Entrypoint + Cmd as Docker combines them.
@@ -311,6 +399,16 @@ pub fn runtime_spec(
     if resources != json!({}) {
         linux["resources"] = resources;
     }
+    if !opts.devices.is_empty() {
+        linux["devices"] = opts
+            .devices
+            .iter()
+            .map(|d| {
+                json!({"path": d.container_path, "type": d.kind, "major": d.major,
+                       "minor": d.minor, "fileMode": d.file_mode, "uid": d.uid, "gid": d.gid})
+            })
+            .collect();
+    }
     let sys_options = if privileged {
         json!(["nosuid", "noexec", "nodev"])
     } else {
@@ -472,6 +570,17 @@ pub fn resources(opts: &RunOpts) -> Value {
     if let Some(pids) = opts.limits.pids {
         r["pids"] = json!({"limit": pids});
     }
+    // Allowed beside the runtime's default devices (null, zero, tty, ...).
+    if !opts.devices.is_empty() {
+        r["devices"] = opts
+            .devices
+            .iter()
+            .map(|d| {
+                json!({"allow": true, "type": d.kind, "major": d.major, "minor": d.minor,
+                       "access": d.access})
+            })
+            .collect();
+    }
     r
 }
 
@@ -566,5 +675,49 @@ mod tests {
         std::fs::remove_file(dir.path().join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("etc/passwd")).unwrap();
         assert!(resolve_user(dir.path(), "root").is_err());
+    }
+
+    #[test]
+    fn devices_resolve_against_the_host_and_go_into_the_spec() {
+        let d = Device::resolve("/dev/zero", "/dev/myzero", "").unwrap();
+        assert_eq!(
+            (d.kind.as_str(), d.major, d.minor, d.access.as_str()),
+            ("c", 1, 5, "rwm")
+        );
+        assert_eq!(d.container_path, "/dev/myzero");
+        let d2 = Device::resolve("/dev/null", "", "r").unwrap();
+        assert_eq!(
+            (d2.container_path.as_str(), d2.access.as_str()),
+            ("/dev/null", "r")
+        );
+        for (host, ctr, access, needle) in [
+            ("/dev/nosuch", "", "", "No such file"),
+            ("/etc/passwd", "", "", "not a device node"),
+            ("/dev", "", "", "not a device node"),
+            ("dev/zero", "", "", "must be absolute"),
+            ("/dev/zero", "relative", "", "must be absolute"),
+            ("/dev/zero", "/dev/../etc/x", "", "without `..`"),
+            ("/dev/zero", "/", "", "cannot be /"),
+            ("/dev/zero", "/dev/z", "rwx", "invalid permissions"),
+            ("/dev/zero", "/dev/z", "rr", "invalid permissions"),
+        ] {
+            let e = Device::resolve(host, ctr, access).unwrap_err().to_string();
+            assert!(
+                e.starts_with("--device ") && e.contains(needle),
+                "{host} {ctr} {access}: {e}"
+            );
+        }
+        let o = RunOpts {
+            cmd: vec!["true".into()],
+            devices: vec![d],
+            ..Default::default()
+        };
+        let spec = runtime_spec(&image(None, None), &o, Path::new("/nonexistent"), "h").unwrap();
+        assert_eq!(
+            spec["linux"]["resources"]["devices"],
+            json!([{"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"}])
+        );
+        assert_eq!(spec["linux"]["devices"][0]["path"], "/dev/myzero");
+        assert_eq!(spec["linux"]["devices"][0]["type"], "c");
     }
 }

@@ -324,6 +324,20 @@ fn check_destination(option: &'static str, spec: &str, dest: &str) -> Result<(),
     Ok(())
 }
 
+/// `-v /ctr`, a container path alone: the path of an anonymous volume. `None`
+/// when the option has a source (`SOURCE:DEST`).
+pub fn anonymous_destination(spec: &str) -> Result<Option<String>, VolumeError> {
+    if spec.contains(':') {
+        return Ok(None);
+    }
+    check_destination("-v", spec, spec)?;
+    Ok(Some(spec.to_string()))
+}
+
+/// The label Docker puts on anonymous volumes; `volume prune` removes only
+/// volumes with it unless asked for all.
+pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
+
 impl VolumeSpec {
     /// `SOURCE:DEST[:ro|rw]`, where SOURCE is an absolute host path or a volume name.
     pub fn parse(spec: &str) -> Result<Self, VolumeError> {
@@ -338,7 +352,7 @@ impl VolumeSpec {
             [s, d, m] => (*s, *d, *m),
             [_] => {
                 return Err(bad(
-                    "anonymous volumes are not supported; name the volume (NAME:PATH)",
+                    "an anonymous volume (a container path only) needs the daemon (`run -d`, docker run); name the volume here (NAME:PATH)",
                 ))
             }
             _ => return Err(bad("expected SOURCE:DEST[:ro]")),

@@ -424,9 +424,19 @@ fn api_errors_and_nothing_half_created() {
             "nosuchnet",
         ),
         (
-            json!({"Image": image, "HostConfig": {"Devices": [{"PathOnHost": "/dev/null"}]}}),
+            json!({"Image": image, "HostConfig": {"Devices": [{"PathOnHost": "/dev/nosuch"}]}}),
             400,
-            "--device",
+            "--device \"/dev/nosuch\": the host device /dev/nosuch: No such file",
+        ),
+        (
+            json!({"Image": image, "HostConfig": {"Devices": [{"PathOnHost": "/etc/passwd", "PathInContainer": "/dev/p"}]}}),
+            400,
+            "not a device node",
+        ),
+        (
+            json!({"Image": image, "HostConfig": {"Devices": [{"PathOnHost": "/dev/null", "CgroupPermissions": "rwx"}]}}),
+            400,
+            "invalid permissions",
         ),
         (json!({}), 400, "Image is required"),
     ];

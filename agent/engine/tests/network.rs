@@ -262,3 +262,305 @@ fn containers_on_a_user_network_resolve_each_other_by_name() {
     assert!(err.contains("-p \"80/sctp\""), "{err}");
     assert_eq!(e.leases(), 0);
 }
+
+/// The docker CLI against a daemon on a private root and socket.
+struct DockerCli {
+    host: String,
+    config: std::path::PathBuf,
+}
+
+impl DockerCli {
+    fn new(d: &common::EngineDaemon, tmp: &std::path::Path) -> Self {
+        Self {
+            host: format!("unix://{}", d.socket.display()),
+            config: tmp.join("docker-config"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", &self.host)
+            .env("DOCKER_CONFIG", &self.config)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "docker {args:?}: {out}{err}");
+        out.trim().to_string()
+    }
+
+    /// Runs `docker exec` until `f` holds for its (code, stdout), for aardvark-dns
+    /// to pick up a change; returns the last result.
+    fn exec_until(&self, ctr: &str, script: &str, f: impl Fn(i32, &str) -> bool) -> (i32, String) {
+        let start = Instant::now();
+        loop {
+            let (code, out, err) = self.run(&["exec", ctr, "sh", "-c", script]);
+            if f(code, &out) || start.elapsed() > Duration::from_secs(10) {
+                return (code, format!("{out}{err}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Removes what the connect test made, also when it fails half way, so that no
+/// bridge or rule of its networks outlives it.
+struct Cleanup<'a>(&'a DockerCli);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let (_, ids, _) = self.0.run(&["ps", "-aq"]);
+        for id in ids.split_whitespace() {
+            self.0.run(&["rm", "-f", id]);
+        }
+        self.0.run(&["network", "rm", "neta", "netb"]);
+    }
+}
+
+#[test]
+fn network_connect_and_disconnect_of_running_and_stopped_containers() {
+    if tools_missing() {
+        return;
+    }
+    if Command::new("docker").arg("--version").output().is_err() {
+        eprintln!("SKIP: the docker CLI is not installed");
+        return;
+    }
+    let _host = HOST_NET.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let (_reg, registries, image) = common::registry_with_busybox(tmp.path());
+    let before_a = host_net("10.89.211.");
+    let before_b = host_net("10.89.212.");
+    let d = common::EngineDaemon::start(&tmp.path().join("root"), &registries, &[]);
+    let cli = DockerCli::new(&d, tmp.path());
+    let t0 = Instant::now();
+    // On a failure, the containers and the two networks go before the daemon.
+    let _cleanup = Cleanup(&cli);
+    cli.ok(&["pull", &image]);
+    cli.ok(&["network", "create", "--subnet", "10.89.211.0/24", "neta"]);
+    cli.ok(&["network", "create", "--subnet", "10.89.212.0/24", "netb"]);
+    cli.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "netb",
+        &image,
+        "sh",
+        "-c",
+        "mkdir /www && echo page-on-b > /www/index.html && exec busybox httpd -f -p 80 -h /www",
+    ]);
+    cli.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "neta",
+        &image,
+        "sleep",
+        "1000",
+    ]);
+    // (busybox 1.35's static wget crashes with -T; timeout bounds it instead.)
+    let fetch = "busybox timeout 5 busybox wget -qO- http://web/";
+    let (code, out) = cli.exec_until("client", fetch, |c, _| c != 0);
+    assert_ne!(code, 0, "reached web before the connect: {out}");
+
+    // Connect: eth1 on netb, web resolves through aardvark-dns and answers.
+    cli.ok(&["network", "connect", "netb", "client"]);
+    let nets = cli.ok(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}} {{end}}",
+        "client",
+    ]);
+    assert!(
+        nets.contains("neta=10.89.211.") && nets.contains("netb=10.89.212."),
+        "{nets}"
+    );
+    let (code, out) = cli.exec_until("client", fetch, |c, o| c == 0 && o.contains("page-on-b"));
+    assert_eq!((code, out.trim()), (0, "page-on-b"), "after the connect");
+    // aardvark-dns 1.4 answers a query for the network it arrives on: netb's
+    // server (second in resolv.conf) knows web.
+    let (_, out) = cli.exec_until(
+        "client",
+        "busybox nslookup web 10.89.212.1; ls /sys/class/net; cat /etc/resolv.conf",
+        |c, _| c == 0,
+    );
+    assert!(
+        out.contains("nameserver 10.89.211.1\nnameserver 10.89.212.1"),
+        "{out}"
+    );
+    assert!(out.contains("Address: 10.89.212.2"), "{out}");
+    assert!(out.contains("eth0") && out.contains("eth1"), "{out}");
+    let netb = cli.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range $k, $v := .Containers}}{{$k}} {{end}}",
+        "netb",
+    ]);
+    let client_id = cli.ok(&["inspect", "-f", "{{.Id}}", "client"]);
+    assert!(netb.contains(&client_id), "{netb}");
+
+    // Refusals, with Docker's status codes.
+    let call = |path: &str, body: serde_json::Value| {
+        common::api_json(&d.socket, "POST", path, Some(&body))
+    };
+    let (st, v) = call(
+        "/v1.43/networks/netb/connect",
+        serde_json::json!({"Container": "client"}),
+    );
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists in network netb"),
+        "{v}"
+    );
+    let (st, v) = call(
+        "/v1.43/networks/nosuch/connect",
+        serde_json::json!({"Container": "client"}),
+    );
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = call(
+        "/v1.43/networks/netb/connect",
+        serde_json::json!({"Container": "nosuch"}),
+    );
+    assert_eq!(st, 404, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("No such container: nosuch"),
+        "{v}"
+    );
+    let (st, v) = call(
+        "/v1.43/networks/neta/disconnect",
+        serde_json::json!({"Container": "web"}),
+    );
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not connected to network neta"),
+        "{v}"
+    );
+    let (st, v) = call(
+        "/v1.43/networks/netb/disconnect",
+        serde_json::json!({"Container": "web"}),
+    );
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("stop the container first"),
+        "{v}"
+    );
+    let (st, v) = call(
+        "/v1.43/networks/host/connect",
+        serde_json::json!({"Container": "client"}),
+    );
+    assert_eq!(st, 403, "{v}");
+    cli.ok(&[
+        "create",
+        "--name",
+        "lone",
+        "--network",
+        "none",
+        &image,
+        "true",
+    ]);
+    let (code, _, err) = cli.run(&["network", "connect", "netb", "lone"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--network none"), "{err}");
+    let (code, _, err) = cli.run(&["network", "connect", "--alias", "x", "neta", "web"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--alias"), "{err}");
+    cli.ok(&["rm", "lone"]);
+
+    // Disconnect: the interface, the name and the lease go.
+    cli.ok(&["network", "disconnect", "netb", "client"]);
+    let (code, out) = cli.exec_until("client", fetch, |c, _| c != 0);
+    assert_ne!(code, 0, "reached web after the disconnect: {out}");
+    let links = cli.ok(&["exec", "client", "ls", "/sys/class/net"]);
+    assert!(!links.contains("eth1"), "{links}");
+    let nets = cli.ok(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        "client",
+    ]);
+    assert_eq!(nets, "neta", "{nets}");
+    let netb = cli.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range $k, $v := .Containers}}{{$k}} {{end}}",
+        "netb",
+    ]);
+    assert!(!netb.contains(&client_id), "{netb}");
+    let resolv = cli.ok(&["exec", "client", "cat", "/etc/resolv.conf"]);
+    assert!(!resolv.contains("10.89.212.1"), "{resolv}");
+
+    // A stopped container: the network is recorded and attached at its start.
+    cli.ok(&[
+        "create",
+        "--name",
+        "later",
+        "--network",
+        "neta",
+        &image,
+        "sh",
+        "-c",
+        "ls /sys/class/net; busybox timeout 5 busybox wget -qO- http://web/",
+    ]);
+    cli.ok(&["network", "connect", "netb", "later"]);
+    let nets = cli.ok(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        "later",
+    ]);
+    assert_eq!(nets, "neta netb", "{nets}");
+    let (code, out, err) = cli.run(&["start", "-a", "later"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("eth1") && out.contains("page-on-b"), "{out}");
+    // Its first network goes while it is stopped: netb becomes its eth0.
+    cli.ok(&["network", "disconnect", "neta", "later"]);
+    let mode = cli.ok(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", "later"]);
+    assert_eq!(mode, "netb");
+    let (code, _, err) = cli.run(&["network", "disconnect", "netb", "later"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only network"), "{err}");
+
+    // Connected while running, then stopped: the monitor tears eth1 down too.
+    cli.ok(&["network", "connect", "netb", "client"]);
+    cli.ok(&["stop", "-t", "0", "client"]);
+    let leases = std::fs::read_to_string(d.root.join("networks.json")).unwrap();
+    assert!(!leases.contains(&client_id), "{leases}");
+    cli.ok(&["rm", "-f", "client", "web", "later"]);
+    cli.ok(&["network", "rm", "neta", "netb"]);
+    let left: Vec<_> = std::fs::read_dir(d.root.join("run/netns"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    assert_eq!(host_net("10.89.211."), before_a, "teardown left host state");
+    assert_eq!(host_net("10.89.212."), before_b, "teardown left host state");
+    eprintln!("connect test: {:.1} s", t0.elapsed().as_secs_f64());
+}

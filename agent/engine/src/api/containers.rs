@@ -163,9 +163,16 @@ fn port_bindings(v: &Value) -> Result<Vec<PortMapping>, ApiError> {
 /// `Binds`, `Mounts` and `Tmpfs` as recorded mounts.
 fn mounts(hc: &Value) -> Result<Vec<MountRecord>, ApiError> {
     let mut out = Vec::new();
+    let anonymous = |dest: &str| {
+        MountRecord::anonymous(dest)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    };
     for b in hc["Binds"].as_array().into_iter().flatten() {
         let b = b.as_str().unwrap_or("");
-        out.push(VolumeSpec::parse(b).map_err(|e| bad_opt("-v", e))?.into());
+        match crate::volume::anonymous_destination(b).map_err(|e| bad_opt("-v", e))? {
+            Some(dest) => out.push(anonymous(&dest)?),
+            None => out.push(VolumeSpec::parse(b).map_err(|e| bad_opt("-v", e))?.into()),
+        }
     }
     for m in hc["Mounts"].as_array().into_iter().flatten() {
         let target = m["Target"].as_str().unwrap_or("");
@@ -183,8 +190,19 @@ fn mounts(hc: &Value) -> Result<Vec<MountRecord>, ApiError> {
                 if kind == "bind" && !source.starts_with('/') {
                     return Err(bad("a bind source must be an absolute host path"));
                 }
-                if kind == "volume" && (source.is_empty() || source.starts_with('/')) {
+                if kind == "volume" && source.starts_with('/') {
                     return Err(bad("a volume mount needs a volume name as its source"));
+                }
+                if kind == "volume" && source.is_empty() {
+                    if ro {
+                        return Err(bad("an anonymous volume cannot be read-only"));
+                    }
+                    match crate::volume::anonymous_destination(target) {
+                        Ok(Some(dest)) => out.push(anonymous(&dest)?),
+                        Ok(None) => return Err(bad("the target must be a container path")),
+                        Err(e) => return Err(bad(&e.to_string())),
+                    }
+                    continue;
                 }
                 VolumeSpec::parse(&format!("{source}:{target}{mode}"))
                     .map_err(|e| bad(&e.to_string()))?
@@ -274,6 +292,34 @@ fn limits(hc: &Value) -> Result<LimitsRecord, ApiError> {
     })
 }
 
+/// `Devices` (`[{"PathOnHost", "PathInContainer", "CgroupPermissions"}]`),
+/// checked against the host: each must be a character or block device.
+fn devices(v: &Value) -> Result<Vec<crate::spec::Device>, ApiError> {
+    let mut out: Vec<crate::spec::Device> = Vec::new();
+    match v {
+        Value::Null => return Ok(out),
+        Value::Array(_) => {}
+        _ => return Err(ApiError::bad("--device (Devices): expected a list")),
+    }
+    for d in v.as_array().into_iter().flatten() {
+        let field = |k: &str| d[k].as_str().unwrap_or("").to_string();
+        let dev = crate::spec::Device::resolve(
+            &field("PathOnHost"),
+            &field("PathInContainer"),
+            &field("CgroupPermissions"),
+        )
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+        if out.iter().any(|o| o.container_path == dev.container_path) {
+            return Err(ApiError::bad(format!(
+                "--device: {} is given twice as the container path",
+                dev.container_path
+            )));
+        }
+        out.push(dev);
+    }
+    Ok(out)
+}
+
 fn security(hc: &Value) -> Result<Security, ApiError> {
     let mut sec = Security {
         cap_add: strings(&hc["CapAdd"]).unwrap_or_default(),
@@ -311,11 +357,6 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
     let open_stdin = b["OpenStdin"].as_bool().unwrap_or(false);
     let hc = &b["HostConfig"];
     let warnings = Vec::new();
-    if hc["Devices"].as_array().is_some_and(|a| !a.is_empty()) {
-        return Err(ApiError::bad(
-            "--device (Devices) is not supported by this engine yet",
-        ));
-    }
     let network = match hc["NetworkMode"].as_str().unwrap_or("") {
         "" | "default" | "bridge" => DEFAULT_NETWORK.to_string(),
         other if other.starts_with("container:") => {
@@ -394,18 +435,39 @@ fn create_opts(name: Option<&str>, b: &Value) -> Result<(CreateOpts, Vec<String>
             .map(String::from),
         read_only: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
         network,
+        networks: Vec::new(),
         labels,
         argv: Vec::new(),
         ports,
         aliases,
         dns,
         extra_hosts,
-        mounts: mounts(hc)?,
+        mounts: {
+            let mut m = mounts(hc)?;
+            // `docker run -v /ctr` sends the path in the container config's
+            // Volumes (as an image's VOLUME): an anonymous volume unless a mount
+            // covers it.
+            for path in b["Volumes"].as_object().into_iter().flat_map(|v| v.keys()) {
+                let dest = crate::volume::anonymous_destination(path)
+                    .map_err(|e| bad_opt("-v", e))?
+                    .ok_or_else(|| {
+                        ApiError::bad(format!("-v {path:?}: Volumes takes container paths"))
+                    })?;
+                let norm = |p: &str| p.trim_end_matches('/').to_string();
+                if !m.iter().any(|x| norm(x.destination()) == norm(&dest)) {
+                    m.push(MountRecord::anonymous(&dest).map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?);
+                }
+            }
+            m
+        },
         limits: limits(hc)?,
         security: security(hc)?,
         tty,
         open_stdin,
         stdin_once: b["StdinOnce"].as_bool().unwrap_or(false),
+        devices: devices(&hc["Devices"])?,
     };
     Ok((
         CreateOpts {
@@ -539,6 +601,7 @@ fn mounts_json(r: &ContainerRecord, root: &std::path::Path) -> Value {
                 name,
                 destination,
                 read_only,
+                ..
             } => json!({"Type": "volume", "Name": name, "Source": vols.data_path(name),
                         "Destination": destination, "Driver": "local",
                         "Mode": if *read_only { "ro" } else { "z" }, "RW": !read_only, "Propagation": ""}),
@@ -560,10 +623,30 @@ fn networks_json(r: &ContainerRecord) -> Value {
         .unwrap_or_default();
     let gw = r.state.gateway.map(|i| i.to_string()).unwrap_or_default();
     let prefix = if ip.is_empty() { 0 } else { 24 };
-    json!({ r.spec.network.clone(): {
-        "IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": "",
-        "Aliases": if r.spec.aliases.is_empty() { Value::Null } else { json!(r.spec.aliases) },
-    }})
+    let aliases = if r.spec.aliases.is_empty() {
+        Value::Null
+    } else {
+        json!(r.spec.aliases)
+    };
+    let mut m = serde_json::Map::new();
+    m.insert(
+        r.spec.network.clone(),
+        json!({"IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": "",
+               "Aliases": aliases}),
+    );
+    // Networks connected later; addresses only while the container runs.
+    for n in &r.spec.networks {
+        let c = r.state.connected.iter().find(|c| &c.network == n);
+        let ip = c.map(|c| c.address.to_string()).unwrap_or_default();
+        let gw = c.map(|c| c.gateway.to_string()).unwrap_or_default();
+        let prefix = if ip.is_empty() { 0 } else { 24 };
+        m.insert(
+            n.clone(),
+            json!({"IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": "",
+                   "Aliases": aliases}),
+        );
+    }
+    Value::Object(m)
 }
 
 fn list_json(r: &ContainerRecord) -> Value {
@@ -681,6 +764,8 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
                 "Privileged": r.spec.security.privileged,
                 "SecurityOpt": if r.spec.security.seccomp_unconfined { json!(["seccomp=unconfined"]) } else { Value::Null },
                 "Dns": r.spec.dns,
+                "Devices": r.spec.devices.iter().map(|d| json!({"PathOnHost": d.host_path,
+                    "PathInContainer": d.container_path, "CgroupPermissions": d.access})).collect::<Vec<_>>(),
                 "ExtraHosts": r.spec.extra_hosts.iter().map(|(n, i)| format!("{n}:{i}")).collect::<Vec<_>>(),
             },
             "GraphDriver": {"Name": "overlay2", "Data": {
@@ -771,9 +856,9 @@ pub async fn pause(d: Arc<Daemon>, id: &str, paused: bool) -> ApiResult {
 }
 
 pub async fn remove(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
-    let force = q.flag("force");
+    let (force, volumes) = (q.flag("force"), q.flag("v"));
     let (c, id) = (d.containers.clone(), id.to_string());
-    blocking(move || Ok(c.remove(&id, force)?)).await?;
+    blocking(move || Ok(c.remove(&id, force, volumes)?)).await?;
     empty(StatusCode::NO_CONTENT)
 }
 

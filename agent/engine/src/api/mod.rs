@@ -113,6 +113,7 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Invalid(m) => Self::bad(m),
             LifecycleError::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
             LifecycleError::NotModified(m) => Self::new(StatusCode::NOT_MODIFIED, m),
+            LifecycleError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, m),
             LifecycleError::Container(crate::container::ContainerError::Store(s)) => s.into(),
             LifecycleError::Container(c @ crate::container::ContainerError::Spec(_)) => {
                 Self::bad(c.to_string())
@@ -317,7 +318,11 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> ApiResult {
         (&Method::POST, ["networks", "create"]) => networks::create(d, req).await,
         (&Method::GET, ["networks", id]) => networks::inspect(d, id).await,
         (&Method::DELETE, ["networks", id]) => networks::remove(d, id).await,
-        (&Method::POST, ["volumes", "prune"]) => system::volume_prune(d).await,
+        (&Method::POST, ["networks", id, "connect"]) => networks::connect(d, id, req, true).await,
+        (&Method::POST, ["networks", id, "disconnect"]) => {
+            networks::connect(d, id, req, false).await
+        }
+        (&Method::POST, ["volumes", "prune"]) => system::volume_prune(d, &q).await,
         (&Method::DELETE, ["volumes", name]) => system::volume_remove(d, name).await,
         (&Method::GET, ["containers", "json"]) => containers::list(d, &q).await,
         (&Method::POST, ["containers", "create"]) => containers::create(d, &q, req).await,

@@ -204,3 +204,64 @@ pub async fn remove(d: Arc<Daemon>, key: &str) -> ApiResult {
     .await?;
     empty(StatusCode::NO_CONTENT)
 }
+
+/// `POST /networks/{id}/connect` and `/disconnect` with `{"Container": ...}`.
+/// Per-network aliases and fixed addresses (`--alias`, `--ip`) are refused: the
+/// engine gives a container the same names on every network and leases the
+/// addresses itself.
+pub async fn connect(
+    d: Arc<Daemon>,
+    key: &str,
+    req: Request<Incoming>,
+    connect: bool,
+) -> ApiResult {
+    let verb = if connect { "connect" } else { "disconnect" };
+    let body = body_json(req).await?;
+    let container = body["Container"]
+        .as_str()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::bad(format!("network {verb}: Container is required")))?
+        .to_string();
+    let ep = &body["EndpointConfig"];
+    let set = |v: &Value| match v {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    };
+    for (field, option) in [
+        (&ep["Aliases"], "--alias"),
+        (&ep["IPAMConfig"]["IPv4Address"], "--ip"),
+        (&ep["IPAMConfig"]["IPv6Address"], "--ip6"),
+        (&ep["IPAMConfig"]["LinkLocalIPs"], "--link-local-ip"),
+        (&ep["Links"], "--link"),
+        (&ep["DriverOpts"], "--driver-opt"),
+    ] {
+        if set(field) {
+            return Err(ApiError::bad(format!(
+                "network {verb} {option}: not supported by this engine (a container has the same names on every network, and addresses are leased by the engine)"
+            )));
+        }
+    }
+    let (root, key) = (d.store.root().to_path_buf(), key.to_string());
+    let c = d.containers.clone();
+    blocking(move || {
+        let networks = Networks::open(&root);
+        let v = find(&networks, &key)?;
+        let name = v["Name"].as_str().unwrap_or_default().to_string();
+        if PREDEFINED.iter().any(|(n, _)| *n == name) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("network {verb}: a container cannot be connected to or disconnected from the predefined network {name}; choose it with --network at create"),
+            ));
+        }
+        if connect {
+            Ok(c.connect(&container, &name)?)
+        } else {
+            Ok(c.disconnect(&container, &name)?)
+        }
+    })
+    .await?;
+    empty(StatusCode::OK)
+}

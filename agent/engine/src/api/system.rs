@@ -169,12 +169,31 @@ pub async fn volume_remove(d: Arc<Daemon>, name: &str) -> ApiResult {
     empty(StatusCode::NO_CONTENT)
 }
 
-/// `POST /volumes/prune`: every volume no container names.
-pub async fn volume_prune(d: Arc<Daemon>) -> ApiResult {
+/// `POST /volumes/prune`: the anonymous volumes no container names, as Docker
+/// does since API 1.42; with the filter `all=true` (`docker volume prune -a`),
+/// named ones too.
+pub async fn volume_prune(d: Arc<Daemon>, q: &Query) -> ApiResult {
+    let filters = q.filters()?;
+    let mut all = false;
+    for (k, vals) in &filters {
+        match (k.as_str(), vals.as_slice()) {
+            ("all", [v]) if matches!(v.as_str(), "true" | "1") => all = true,
+            ("all", [v]) if matches!(v.as_str(), "false" | "0") => {}
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "volume prune --filter {k}={}: only all=true|false is supported",
+                    vals.join(",")
+                )))
+            }
+        }
+    }
     let d2 = d.clone();
     let removed = blocking(move || {
         let mut removed = Vec::new();
         for v in d2.volumes.list()? {
+            if !all && !v.meta.labels.contains_key(crate::volume::ANONYMOUS_LABEL) {
+                continue;
+            }
             if !users(&d2, &v.meta.name)?.is_empty() {
                 continue;
             }
