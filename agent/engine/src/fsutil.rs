@@ -19,6 +19,18 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Opens (creating it if needed) the lock file `path` and takes `op` on it. The
+/// lock lasts as long as the returned file is open.
+pub fn lock_file(path: &Path, op: rustix::fs::FlockOperation) -> io::Result<File> {
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    rustix::fs::flock(&f, op)?;
+    Ok(f)
+}
+
 /// Starts writing `file`'s dirty pages back without waiting for them, so that
 /// a later `syncfs` or fsync has less left to wait for (sync_file_range's
 /// SYNC_FILE_RANGE_WRITE). Only a hint: errors are ignored.

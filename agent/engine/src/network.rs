@@ -260,14 +260,8 @@ impl Networks {
 
     fn lock(&self) -> Result<Locked, NetworkError> {
         let p = self.root.join(LOCK);
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err("opening", &p))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err("locking", &p)(e.into()))?;
+        let f = crate::fsutil::lock_file(&p, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(io_err("locking", &p))?;
         Ok(Locked(f))
     }
 

@@ -561,14 +561,8 @@ fn anchor_lock(store_root: &Path, network: &str) -> Result<(AnchorLock, PathBuf)
     let dir = store_root.join("run").join("netns");
     std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
     let lock = dir.join(format!(".anchor-{network}.lock"));
-    let f = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .map_err(io_err("opening", &lock))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| io_err("locking", &lock)(e.into()))?;
+    let f = crate::fsutil::lock_file(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(io_err("locking", &lock))?;
     Ok((AnchorLock(f), dir.join(format!("anchor-{network}"))))
 }
 
@@ -884,14 +878,8 @@ pub fn lock_container_networks(
         .join("containers")
         .join(container_id)
         .join("network.lock");
-    let f = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(io_err("opening", &p))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| io_err("locking", &p)(e.into()))?;
+    let f = crate::fsutil::lock_file(&p, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(io_err("locking", &p))?;
     Ok(ContainerNetLock(f))
 }
 

@@ -177,13 +177,7 @@ impl Store {
 
     fn flock(&self, name: &str, op: rustix::fs::FlockOperation) -> Result<StoreLock, StoreError> {
         let p = self.root.join(name);
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err("opening", &p))?;
-        rustix::fs::flock(&f, op).map_err(|e| io_err("locking", &p)(e.into()))?;
+        let f = crate::fsutil::lock_file(&p, op).map_err(io_err("locking", &p))?;
         Ok(StoreLock(f))
     }
 
