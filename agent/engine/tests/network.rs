@@ -412,68 +412,44 @@ fn network_connect_and_disconnect_of_running_and_stopped_containers() {
     let client_id = cli.ok(&["inspect", "-f", "{{.Id}}", "client"]);
     assert!(netb.contains(&client_id), "{netb}");
 
-    // Refusals, with Docker's status codes.
-    let call = |path: &str, body: serde_json::Value| {
-        common::api_json(&d.socket, "POST", path, Some(&body))
+    // Refusals, with Docker's status codes and messages.
+    let refused = |verb: &str, net: &str, container: &str, status: u16, says: &str| {
+        let (st, v) = common::api_json(
+            &d.socket,
+            "POST",
+            &format!("/v1.43/networks/{net}/{verb}"),
+            Some(&serde_json::json!({ "Container": container })),
+        );
+        assert_eq!(st, status, "{verb} {container} to {net}: {v}");
+        assert!(
+            v["message"].as_str().unwrap_or("").contains(says),
+            "{verb} {container} to {net}: {v}"
+        );
     };
-    let (st, v) = call(
-        "/v1.43/networks/netb/connect",
-        serde_json::json!({"Container": "client"}),
+    refused(
+        "connect",
+        "netb",
+        "client",
+        403,
+        "already exists in network netb",
     );
-    assert_eq!(st, 403, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("already exists in network netb"),
-        "{v}"
+    refused("connect", "nosuch", "client", 404, "");
+    refused(
+        "connect",
+        "netb",
+        "nosuch",
+        404,
+        "No such container: nosuch",
     );
-    let (st, v) = call(
-        "/v1.43/networks/nosuch/connect",
-        serde_json::json!({"Container": "client"}),
+    refused(
+        "disconnect",
+        "neta",
+        "web",
+        403,
+        "is not connected to network neta",
     );
-    assert_eq!(st, 404, "{v}");
-    let (st, v) = call(
-        "/v1.43/networks/netb/connect",
-        serde_json::json!({"Container": "nosuch"}),
-    );
-    assert_eq!(st, 404, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("No such container: nosuch"),
-        "{v}"
-    );
-    let (st, v) = call(
-        "/v1.43/networks/neta/disconnect",
-        serde_json::json!({"Container": "web"}),
-    );
-    assert_eq!(st, 403, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("is not connected to network neta"),
-        "{v}"
-    );
-    let (st, v) = call(
-        "/v1.43/networks/netb/disconnect",
-        serde_json::json!({"Container": "web"}),
-    );
-    assert_eq!(st, 403, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("stop the container first"),
-        "{v}"
-    );
-    let (st, v) = call(
-        "/v1.43/networks/host/connect",
-        serde_json::json!({"Container": "client"}),
-    );
-    assert_eq!(st, 403, "{v}");
+    refused("disconnect", "netb", "web", 403, "stop the container first");
+    refused("connect", "host", "client", 403, "");
     cli.ok(&[
         "create",
         "--name",
