@@ -37,14 +37,17 @@ fn v1_dir(controller: &str, id: &str) -> Option<PathBuf> {
     Some(v1_mount(controller)?.join(V1_PARENT).join(id))
 }
 
-/// The engine's v1 cgroups of one container, made and empty.
+/// The engine's v1 cgroups of one container.
 ///
 /// Moving a task into a cgroup first waits for an RCU grace period when no other
 /// move happened in the last one (the kernel's cgroup threadgroup lock): 6-20 ms
-/// on this build machine, longer than `crun create` itself. So the monitor moves
-/// crun while it creates the container ([`V1Cgroups::enter`], in a thread): the
-/// container's init, cloned later by crun, is born in the cgroups, and
-/// [`V1Cgroups::settle`] moves it only if crun was not moved in time.
+/// on this build machine, longer than `crun create` itself. So the monitor makes
+/// the cgroups and moves crun into them while crun creates the container
+/// ([`V1Cgroups::prepare`] and [`V1Cgroups::enter`], in a thread): the container's
+/// init, cloned later by crun, is born in them, and [`V1Cgroups::settle`] moves it
+/// only if crun was not moved in time. The daemon also starts a no-op move when
+/// a container is created or started ([`warm_moves`]), so the grace period is
+/// usually over before the monitor's moves come.
 #[derive(Clone, Debug)]
 pub struct V1Cgroups {
     id: String,
@@ -52,21 +55,27 @@ pub struct V1Cgroups {
 }
 
 impl V1Cgroups {
-    /// Makes the cgroups of container `id` (an earlier run's go first); a
-    /// controller whose cgroup cannot be made is skipped with a warning.
-    pub fn create(id: &str) -> Self {
-        v1_remove(id);
-        let mut dirs = Vec::new();
-        for c in V1_CONTROLLERS {
-            let Some(dir) = v1_dir(c, id) else { continue };
-            match std::fs::create_dir_all(&dir) {
-                Ok(()) => dirs.push((*c, dir)),
-                Err(e) => tracing::warn!(id, controller = c, error = %e, "making a v1 cgroup"),
-            }
-        }
+    /// The cgroups of container `id`, in each hierarchy that has a controller
+    /// of [`V1_CONTROLLERS`]; nothing is made yet.
+    pub fn of(id: &str) -> Self {
+        let dirs = V1_CONTROLLERS
+            .iter()
+            .filter_map(|c| Some((*c, v1_dir(c, id)?)))
+            .collect();
         Self {
             id: id.into(),
             dirs,
+        }
+    }
+
+    /// Makes the cgroups empty: an earlier run's go first. A cgroup that cannot
+    /// be made is reported, and [`V1Cgroups::settle`] reports it again.
+    pub fn prepare(&self) {
+        v1_remove(&self.id);
+        for (c, dir) in &self.dirs {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::warn!(id = self.id, controller = c, error = %e, "making a v1 cgroup");
+            }
         }
     }
 
@@ -97,6 +106,42 @@ impl V1Cgroups {
             }
         }
     }
+}
+
+/// Starts, in the background, a move of this process into the v1 cgroup it is
+/// already in: nothing moves, but the kernel's cgroup threadgroup lock passes its
+/// grace period now, and moves in the next grace period or so (a container about
+/// to start) do not wait for one. One at a time; only on a hybrid host, where the
+/// engine moves containers into its own v1 cgroups.
+pub fn warm_moves() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    if crate::container::cgroup_layout() != crate::container::CgroupLayout::Hybrid
+        || RUNNING.swap(true, Ordering::SeqCst)
+    {
+        return;
+    }
+    std::thread::spawn(|| {
+        if let Some(procs) = own_v1_procs("freezer") {
+            let _ = std::fs::write(procs, std::process::id().to_string());
+        }
+        RUNNING.store(false, Ordering::SeqCst);
+    });
+}
+
+/// The `cgroup.procs` of this process's cgroup in the v1 hierarchy of `controller`.
+fn own_v1_procs(controller: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':').skip(1);
+        let (ctrls, path) = (f.next()?, f.next()?);
+        ctrls.split(',').any(|c| c == controller).then_some(path)
+    })?;
+    Some(
+        v1_mount(controller)?
+            .join(path.trim_start_matches('/'))
+            .join("cgroup.procs"),
+    )
 }
 
 /// Removes the engine's v1 cgroups of container `id` (empty once it has exited).

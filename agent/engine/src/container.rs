@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_derived;
 use crate::media::ImageConfig;
 use crate::seccomp::{annotate_filter, FilterCache, CRUN_STATE_FILTER, UNCACHED_MARKER};
 use crate::spec::{runtime_spec, RunOpts, SpecError};
@@ -401,6 +401,18 @@ impl Bundle {
             std::fs::create_dir(&p).map_err(io_err("creating", &p))?;
         }
         self.mount(store, image)?;
+        self.write_config(store, config, opts)
+    }
+
+    /// Writes config.json for `opts`. It is derived from the container's record,
+    /// so it is written without an fsync; [`Bundle::ensure_config`] rebuilds it
+    /// if a crash left it empty or torn.
+    fn write_config(
+        &self,
+        store: &Store,
+        config: &ImageConfig,
+        opts: &RunOpts,
+    ) -> Result<(), ContainerError> {
         let hostname = opts
             .hostname
             .clone()
@@ -412,22 +424,48 @@ impl Bundle {
         }
         // A profile crun compiled before goes in compiled; a new one is marked
         // for the monitor to keep once crun has compiled it.
+        let marker = self.dir.join(UNCACHED_MARKER);
+        let _ = std::fs::remove_file(&marker);
         if let Some(profile) = spec["linux"].get("seccomp") {
             let key = FilterCache::key(profile);
             match FilterCache::open(store.root()).get(&key) {
                 Some(program) => annotate_filter(&mut spec, &program),
-                None => {
-                    let p = self.dir.join(UNCACHED_MARKER);
-                    std::fs::write(&p, &key).map_err(io_err("writing", &p))?;
-                }
+                None => std::fs::write(&marker, &key).map_err(io_err("writing", &marker))?,
             }
         }
         let p = self.dir.join("config.json");
         let bytes = serde_json::to_vec_pretty(&spec).map_err(|source| ContainerError::Config {
-            image: image.id.to_string(),
+            image: "(runtime spec)".into(),
             source,
         })?;
-        write_atomic(&p, &bytes).map_err(io_err("writing", &p))
+        write_derived(&p, &bytes).map_err(io_err("writing", &p))
+    }
+
+    /// Rebuilds config.json from the container's record if it does not hold a
+    /// runtime spec (a crash right after the create). The rootfs must be mounted.
+    pub fn ensure_config(
+        &self,
+        store: &Store,
+        image: &ImageRecord,
+        rec: &crate::records::ContainerRecord,
+    ) -> Result<(), ContainerError> {
+        let p = self.dir.join("config.json");
+        let whole = std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v.get("process").is_some() && v.get("root").is_some());
+        if whole {
+            return Ok(());
+        }
+        tracing::warn!(id = self.id, "config.json is damaged; writing it again");
+        let config: ImageConfig =
+            serde_json::from_slice(&store.read_blob(&image.id)?).map_err(|source| {
+                ContainerError::Config {
+                    image: image.id.to_string(),
+                    source,
+                }
+            })?;
+        self.write_config(store, &config, &rec.spec.run_opts(store.root(), &self.id))
     }
 
     fn mount(&self, store: &Store, image: &ImageRecord) -> Result<(), ContainerError> {
@@ -473,7 +511,7 @@ impl Bundle {
             let p = self.dir.join("config.json");
             let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&p)?)?;
             annotate_filter(&mut spec, &program);
-            write_atomic(&p, &serde_json::to_vec_pretty(&spec)?)?;
+            write_derived(&p, &serde_json::to_vec_pretty(&spec)?)?;
             std::fs::remove_file(&marker)?;
             Ok(())
         })();

@@ -1,17 +1,41 @@
-//! Crash-safe file writes: temp file in the same directory, fsync, rename, fsync the directory.
+//! Crash-safe file writes: temp file in the same directory, fsync, rename, fsync
+//! the directory; and two cheaper kinds for data that may be a step behind, or
+//! rebuilt, after a crash.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Replaces `path` with `data` so that a crash leaves either the old or the new file.
+/// Replaces `path` with `data` so that a crash leaves either the old or the new
+/// file, and the new one once this returns.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace(path, data, true)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Replaces `path` with `data` so that a crash leaves either the old or the new
+/// file, whole, but maybe still the old one: the rename is not waited for (one
+/// fsync, of the directory, less). For state a crash makes stale anyway.
+pub fn write_atomic_lazy(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace(path, data, true)
+}
+
+/// Replaces `path` with `data` by a rename, with no fsync at all: after a crash
+/// the file may be old, empty or torn. Only for files derived from durable data
+/// that their reader checks and rebuilds.
+pub fn write_derived(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace(path, data, false)
+}
+
+fn replace(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
+    if sync {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    Ok(())
 }
 
 /// Makes a rename or unlink in `dir` durable.

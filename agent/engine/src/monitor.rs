@@ -550,6 +550,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         let _ = crun.delete(&rec.id);
     }
     bundle.ensure_mounted(&store, &image)?;
+    bundle.ensure_config(&store, &image, &rec)?;
     // Volumes, the network attachment and the /etc files, before `crun create`;
     // undone when `attached` drops (a failed start) or after the container exits.
     let mut attached = Attached::setup(root, &rec)?;
@@ -624,7 +625,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     // Without a cgroup manager, the engine's own v1 cgroups (pause, stats).
     let own_cgroups = (crun.cgroup_manager == CgroupManager::Disabled
         && crate::container::cgroup_layout() != crate::container::CgroupLayout::Unified)
-        .then(|| crate::cgroups::V1Cgroups::create(&rec.id));
+        .then(|| crate::cgroups::V1Cgroups::of(&rec.id));
     // Until the container runs, a failure removes them again.
     let mut undo_cgroups = UndoCgroups(own_cgroups.is_some().then_some(rec.id.as_str()));
     let mut child = crun
@@ -634,10 +635,12 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         .stderr(Stdio::from(err_w))
         .spawn()
         .context("running crun create")?;
-    // crun moves into the cgroups while it works (see V1Cgroups).
+    // The cgroups are made, and crun moved into them, while crun works (see
+    // V1Cgroups).
     let entering = own_cgroups.clone().map(|cg| {
         let crun_pid = child.id();
         std::thread::spawn(move || {
+            cg.prepare();
             if let Err(e) = cg.enter(crun_pid) {
                 tracing::debug!(error = %e, "moving crun create into the cgroups");
             }
@@ -717,7 +720,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     };
     let count_restart = std::env::var_os(COUNT_RESTART_ENV).is_some();
     let connected = attached.extras.clone();
-    store.update_container(id, |r| {
+    store.update_container_run(id, |r| {
         r.state.connected = connected.clone();
         if count_restart {
             r.state.restart_count += 1;
@@ -783,18 +786,24 @@ impl Running {
             let _ = std::fs::remove_file(p);
         }
         tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "output drained");
-        if let Err(e) = self.crun.delete(id) {
-            tracing::warn!(error = %e, "crun delete");
-        }
-        tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "crun delete done");
+        // crun's state and the engine's own undoing are independent: side by side.
+        let crun = self.crun.clone();
+        let owned_id = id.to_string();
+        let deleting = std::thread::spawn(move || {
+            if let Err(e) = crun.delete(&owned_id) {
+                tracing::warn!(error = %e, "crun delete");
+            }
+        });
         self.attached.teardown();
         crate::cgroups::v1_remove(id);
         if let Err(e) = self.bundle.unmount() {
             tracing::warn!(error = %e, "unmounting the rootfs");
         }
         tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "torn down");
+        let _ = deleting.join();
+        tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "crun delete done");
         let store = Store::open(root)?;
-        store.update_container(id, |r| {
+        store.update_container_run(id, |r| {
             r.state.ip_address = None;
             r.state.gateway = None;
             r.state.published.clear();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, write_atomic_lazy};
 use crate::network_setup::{Connected, EtcFiles, PortMapping};
 use crate::spec::{Device, Limits, MountKind, MountSpec, NetworkMode, RunOpts, Security};
 use crate::store::{Store, StoreError};
@@ -474,13 +474,20 @@ impl Store {
         }
     }
 
-    fn save_records(&self, r: &Records) -> Result<(), StoreError> {
+    /// `durable`: done only once the new records would survive a crash; without,
+    /// a crash may leave the records before this change (never a torn file).
+    fn save_records(&self, r: &Records, durable: bool) -> Result<(), StoreError> {
         let p = self.records_path();
         let bytes = serde_json::to_vec_pretty(r).map_err(|source| StoreError::Metadata {
             path: p.clone(),
             source,
         })?;
-        write_atomic(&p, &bytes).map_err(|source| StoreError::Io {
+        let write = if durable {
+            write_atomic
+        } else {
+            write_atomic_lazy
+        };
+        write(&p, &bytes).map_err(|source| StoreError::Io {
             op: "writing",
             path: p,
             source,
@@ -518,7 +525,7 @@ impl Store {
         }
         r.version = RECORDS_VERSION;
         r.containers.insert(rec.id.clone(), rec);
-        Ok(self.save_records(&r)?)
+        Ok(self.save_records(&r, true)?)
     }
 
     /// Read-modify-write of one record under the lock; returns the new record.
@@ -526,6 +533,27 @@ impl Store {
         &self,
         key: &str,
         f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord, RecordError> {
+        self.update_container_durably(key, f, true)
+    }
+
+    /// [`Store::update_container`] for a monitor's record of a container's run
+    /// (running, exited, its pid): after a crash it may read one step behind, as
+    /// if the crash had come a moment earlier, which the daemon's reconcile
+    /// already handles (a run whose monitor is gone is marked exited).
+    pub fn update_container_run(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord, RecordError> {
+        self.update_container_durably(key, f, false)
+    }
+
+    fn update_container_durably(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut ContainerRecord),
+        durable: bool,
     ) -> Result<ContainerRecord, RecordError> {
         let _lock = self.lock()?;
         let mut r = self.load_records()?;
@@ -536,7 +564,7 @@ impl Store {
             .ok_or_else(|| RecordError::NoSuchContainer(key.into()))?;
         f(rec);
         let out = rec.clone();
-        self.save_records(&r)?;
+        self.save_records(&r, durable)?;
         Ok(out)
     }
 
@@ -547,7 +575,7 @@ impl Store {
         if r.containers.remove(id).is_none() {
             return Err(RecordError::NoSuchContainer(id.into()));
         }
-        Ok(self.save_records(&r)?)
+        Ok(self.save_records(&r, true)?)
     }
 
     /// Image IDs that some container (in any state) was created from. Call with the lock held.

@@ -16,7 +16,7 @@ use super::{
     blocking, body_json, channel_body, empty, json_response, ApiError, ApiResult, Body, Daemon,
     Query,
 };
-use crate::lifecycle::{CreateOpts, POLL};
+use crate::lifecycle::{CreateOpts, RecordsWatch, POLL};
 use crate::logfile::{read_rotated, Entry, LogFollower, Stream, LOG_FILE};
 use crate::network::{NetworkError, Networks, DEFAULT_NETWORK};
 use crate::network_setup::{check_ports_free, EtcOpts, PortMapping};
@@ -526,6 +526,8 @@ fn check_host(root: &std::path::Path, spec: &ContainerSpec) -> Result<(), ApiErr
 }
 
 pub async fn create(d: Arc<Daemon>, q: &Query, req: Request<Incoming>) -> ApiResult {
+    // A start usually follows (`docker run`): see cgroups::warm_moves.
+    crate::cgroups::warm_moves();
     let body = body_json(req).await?;
     let (opts, warnings) = create_opts(q.get("name"), &body)?;
     let c = d.containers.clone();
@@ -793,6 +795,7 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
 }
 
 pub async fn start(d: Arc<Daemon>, id: &str) -> ApiResult {
+    crate::cgroups::warm_moves();
     let (c, id) = (d.containers.clone(), id.to_string());
     blocking(move || Ok(c.start(&id)?)).await?;
     empty(StatusCode::NO_CONTENT)
@@ -915,12 +918,16 @@ pub async fn wait(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
 /// false if the client went away.
 fn follow(
     mut f: LogFollower,
+    watch: &RecordsWatch,
     tx: &mpsc::Sender<Bytes>,
     want: impl Fn(&Entry) -> bool,
     timestamps: bool,
     mut done: impl FnMut() -> bool,
 ) {
     loop {
+        // The exit wakes this at once (a `docker run` ends with its attach
+        // stream); new output is looked for every POLL.
+        let seen = watch.generation();
         let finished = done();
         for e in f.poll().into_iter().filter(|e| want(e)) {
             if tx.blocking_send(entry_frame(&e, timestamps)).is_err() {
@@ -930,7 +937,7 @@ fn follow(
         if finished || tx.is_closed() {
             return;
         }
-        std::thread::sleep(POLL);
+        watch.wait_past(seen, POLL);
     }
 }
 
@@ -969,6 +976,7 @@ pub async fn logs(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
         .join(LOG_FILE);
     let (tx, body) = channel_body();
     let store = d.store.clone();
+    let watch = d.containers.records_watch.clone();
     tokio::task::spawn_blocking(move || {
         let want = move |e: &Entry| {
             (match e.stream {
@@ -989,7 +997,7 @@ pub async fn logs(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
         }
         if follow_on {
             let id = rec.id.clone();
-            follow(f, &tx, want, timestamps, || {
+            follow(f, &watch, &tx, want, timestamps, || {
                 store.container(&id).map(|r| !r.running()).unwrap_or(true)
             });
         }
@@ -1021,6 +1029,7 @@ pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incomi
     let resp: Response<Body> = hijack(&mut req, rx)?;
     if q.flag("stream") {
         let store = d.store.clone();
+        let watch = d.containers.records_watch.clone();
         let first_finish = rec.state.finished_ns;
         let f = LogFollower::at_end(&path);
         tokio::task::spawn_blocking(move || {
@@ -1028,9 +1037,11 @@ pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incomi
                 Stream::Stdout => stdout,
                 Stream::Stderr => stderr,
             };
-            follow(f, &tx, want, false, || match store.container(&rec.id) {
-                Ok(r) => r.state.finished_ns > first_finish && !r.running(),
-                Err(_) => true,
+            follow(f, &watch, &tx, want, false, || {
+                match store.container(&rec.id) {
+                    Ok(r) => r.state.finished_ns > first_finish && !r.running(),
+                    Err(_) => true,
+                }
             });
         });
     }
