@@ -1196,3 +1196,120 @@ fn abandoned_waits_do_not_hold_the_daemons_threads() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     d.remove_all();
 }
+
+/// Creates an exec of `cmd` with a TTY and stdin in container `id`; `extra` adds
+/// fields to the body. Returns the exec's ID.
+fn exec_tty(d: &EngineDaemon, id: &str, cmd: &[&str], extra: Value) -> String {
+    let mut body = json!({"Cmd": cmd, "Tty": true, "AttachStdin": true,
+        "AttachStdout": true, "AttachStderr": true});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        body[k] = v.clone();
+    }
+    let (st, v) = d.call("POST", &format!("/containers/{id}/exec"), Some(&body));
+    assert_eq!(st, 201, "{v}");
+    v["Id"].as_str().unwrap().to_string()
+}
+
+/// The daemon has closed the stream: EOF within the connection's read timeout.
+fn assert_stream_ends(s: &mut std::os::unix::net::UnixStream, what: &str) {
+    use std::io::Read;
+    let mut rest = Vec::new();
+    let r = s.read_to_end(&mut rest);
+    assert!(
+        r.is_ok(),
+        "{what}: the stream did not end: {r:?} after {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// `docker exec -it` with detach keys: the keys (the exec's `DetachKeys`, or
+/// ctrl-p ctrl-q) end the client's stream and the process runs on; a partial
+/// match is held back until it stops matching, then passed on.
+#[test]
+fn exec_detach_keys_end_the_session_and_leave_the_process_running() {
+    use std::io::{ErrorKind, Read, Write};
+    if tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    let id = d.run(
+        "box",
+        json!({"Image": image, "Cmd": ["sleep", "1000"], "HostConfig": {"NetworkMode": "none"}}),
+    );
+    // Bad keys: one error that names the field, and no exec.
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{id}/exec"),
+        Some(&json!({"Cmd": ["cat"], "Tty": true, "DetachKeys": "ctrl-1"})),
+    );
+    assert_eq!(st, 400, "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("DetachKeys") && msg.contains("ctrl-1"),
+        "{msg}"
+    );
+
+    // Custom keys, ctrl-e e, on `cat` in canonical mode: the pty echoes what it
+    // gets, and cat prints each line back.
+    let exec = exec_tty(&d, &id, &["cat"], json!({"DetachKeys": "ctrl-e,e"}));
+    let (_, v) = d.call("GET", &format!("/exec/{exec}/json"), None);
+    assert_eq!(v["DetachKeys"], "ctrl-e,e", "{v}");
+    let start = format!("/v1.43/exec/{exec}/start");
+    let mut s = upgrade(&d, &start, r#"{"Detach": false, "Tty": true}"#);
+    let mut seen = String::new();
+    s.write_all(b"a\x05").unwrap();
+    read_until(&mut s, &mut seen, "a");
+    // ctrl-e alone is held back: the terminal never sees it, so nothing echoes.
+    assert!(!seen.contains("^E"), "{seen:?}");
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        r => panic!(
+            "a partial detach sequence reached the terminal: {r:?} {:?}",
+            String::from_utf8_lossy(&buf)
+        ),
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // ...and passed on, in order, once the next key does not match.
+    s.write_all(b"b\n").unwrap();
+    read_until(&mut s, &mut seen, "a\x05b\r\n");
+    s.write_all(b"\x05e").unwrap();
+    assert_stream_ends(&mut s, "after ctrl-e e");
+    let running = |exec: &str| {
+        let (_, v) = d.call("GET", &format!("/exec/{exec}/json"), None);
+        assert_eq!(v["Running"], true, "detaching ended the process: {v}");
+        assert!(v["ExitCode"].is_null(), "{v}");
+        v["Pid"].as_u64().unwrap()
+    };
+    let pid = running(&exec);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(running(&exec), pid);
+    assert!(alive(pid));
+
+    // Docker's default keys, ctrl-p ctrl-q, when the exec names none.
+    let exec2 = exec_tty(&d, &id, &["cat"], json!({}));
+    let mut s = upgrade(
+        &d,
+        &format!("/v1.43/exec/{exec2}/start"),
+        r#"{"Detach": false, "Tty": true}"#,
+    );
+    let mut seen = String::new();
+    s.write_all(b"x\n").unwrap();
+    read_until(&mut s, &mut seen, "x\r\nx\r\n");
+    s.write_all(b"\x10\x11").unwrap();
+    assert_stream_ends(&mut s, "after ctrl-p ctrl-q");
+    running(&exec2);
+    // Both end with the container.
+    d.remove_all();
+    let t0 = Instant::now();
+    loop {
+        let (_, v) = d.call("GET", &format!("/exec/{exec}/json"), None);
+        if v["Running"] == false {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

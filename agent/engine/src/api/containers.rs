@@ -11,6 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::detach::{detach_keys, relay_input};
 use super::images::familiar;
 use super::{
     blocking, body_json, channel_body, empty, json_response, ApiError, ApiResult, Body, Daemon,
@@ -1008,7 +1009,7 @@ pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incomi
     let (store, key) = (d.store.clone(), id.to_string());
     let rec = blocking(move || Ok(store.container(&key)?)).await?;
     if (rec.spec.tty || rec.spec.open_stdin) && req.headers().contains_key(hyper::header::UPGRADE) {
-        let keys = detach_keys(q.get("detachKeys"))?;
+        let keys = detach_keys(q.get("detachKeys"), "detachKeys")?;
         return attach_stdio(d, rec, q.flag("stdin"), keys, req);
     }
     let path = d
@@ -1168,93 +1169,4 @@ pub fn window_size(q: &Query) -> Result<(u16, u16), ApiError> {
         })
     };
     Ok((dim("h")?, dim("w")?))
-}
-
-/// Docker's detach keys: `ctrl-p,ctrl-q` by default; each key a character or
-/// `ctrl-X` (X in `a-z`, `@`, `[`, `\\`, `]`, `^`, `_`).
-pub fn detach_keys(spec: Option<&str>) -> Result<Vec<u8>, ApiError> {
-    let spec = spec.filter(|s| !s.is_empty()).unwrap_or("ctrl-p,ctrl-q");
-    spec.split(',')
-        .map(|k| {
-            let bad = || ApiError::bad(format!("Invalid detach keys ({spec}) provided"));
-            match k.strip_prefix("ctrl-") {
-                Some(c) if c.len() == 1 => match c.as_bytes()[0] {
-                    b @ b'a'..=b'z' => Ok(b - b'a' + 1),
-                    b @ b'@'..=b'_' => Ok(b - b'@'),
-                    _ => Err(bad()),
-                },
-                Some(_) => Err(bad()),
-                None if k.len() == 1 => Ok(k.as_bytes()[0]),
-                None => Err(bad()),
-            }
-        })
-        .collect()
-}
-
-/// Copies the client's input to the container until the client closes it (false)
-/// or types the detach keys (true; they are not passed on). A partial match is
-/// held back and passed on once it stops matching.
-async fn relay_input(
-    r: &mut (impl tokio::io::AsyncRead + Unpin),
-    w: &mut (impl tokio::io::AsyncWrite + Unpin),
-    keys: &[u8],
-) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = [0u8; 8192];
-    let mut matched = 0;
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => n,
-        };
-        let mut out = Vec::with_capacity(n);
-        for &b in &buf[..n] {
-            if keys.get(matched) == Some(&b) {
-                matched += 1;
-                if matched == keys.len() {
-                    let _ = w.write_all(&out).await;
-                    return true;
-                }
-                continue;
-            }
-            out.extend_from_slice(&keys[..matched]);
-            matched = 0;
-            if keys.first() == Some(&b) {
-                matched = 1;
-                if keys.len() == 1 {
-                    let _ = w.write_all(&out).await;
-                    return true;
-                }
-            } else {
-                out.push(b);
-            }
-        }
-        if w.write_all(&out).await.is_err() {
-            return false;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn detach_keys_parse_and_match() {
-        assert_eq!(super::detach_keys(None).unwrap(), vec![16, 17]);
-        assert_eq!(super::detach_keys(Some("ctrl-a,x")).unwrap(), vec![1, b'x']);
-        assert!(super::detach_keys(Some("ctrl-1")).is_err());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let run = |input: &[u8]| {
-            let mut out = Vec::new();
-            let mut r = input;
-            let detached = rt.block_on(super::relay_input(&mut r, &mut out, &[16, 17]));
-            (detached, out)
-        };
-        assert_eq!(
-            run(b"ab\x10c\x10\x10\x11zz"),
-            (true, b"ab\x10c\x10".to_vec())
-        );
-        assert_eq!(run(b"ab\x10"), (false, b"ab".to_vec()));
-    }
 }

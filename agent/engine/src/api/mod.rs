@@ -6,6 +6,7 @@
 mod archive;
 mod containers;
 pub use containers::frame;
+mod detach;
 mod exec;
 mod images;
 mod networks;
