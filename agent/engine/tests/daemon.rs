@@ -1313,3 +1313,88 @@ fn exec_detach_keys_end_the_session_and_leave_the_process_running() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// POSTs an attach with `stdin=1` but no `Upgrade` (as Docker clients without a
+/// hijack may); returns the connection after the 200's headers and the headers.
+fn attach_plain(d: &EngineDaemon, id: &str) -> (std::os::unix::net::UnixStream, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /v1.43/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: engine\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (s, head)
+}
+
+/// `POST /containers/{id}/attach?stdin=1` without `Upgrade: tcp`: the client's
+/// input follows on the request's connection after the response headers, as in
+/// Docker, for OpenStdin containers with and without a TTY.
+#[test]
+fn attach_without_upgrade_sends_input() {
+    use std::io::Write;
+    if tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    // A pipe: each line comes back; the end of the input (StdinOnce) ends the loop.
+    let pipe = d.run(
+        "piped",
+        json!({"Image": image, "OpenStdin": true, "StdinOnce": true,
+            "Cmd": ["sh", "-c", "while read l; do echo got $l; done; echo stdin-closed"],
+            "HostConfig": {"NetworkMode": "none"}}),
+    );
+    let (mut s, head) = attach_plain(&d, &pipe);
+    assert!(
+        head.contains("application/vnd.docker.multiplexed-stream"),
+        "{head}"
+    );
+    let mut seen = String::new();
+    s.write_all(b"hello\n").unwrap();
+    read_until(&mut s, &mut seen, "got hello\n");
+    // The client's end of input is the container's (StdinOnce).
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    read_until(&mut s, &mut seen, "stdin-closed\n");
+    assert_stream_ends(&mut s, "after the container exited");
+    let (st, v) = d.call("POST", &format!("/containers/{pipe}/wait"), None);
+    assert_eq!((st, v["StatusCode"].as_i64()), (200, Some(0)), "{v}");
+
+    // A TTY: raw output, and the detach keys end the attach but not the shell.
+    let term = d.run(
+        "term",
+        json!({"Image": image, "Cmd": ["sh"], "Tty": true, "OpenStdin": true,
+            "HostConfig": {"NetworkMode": "none"}}),
+    );
+    let (mut s, head) = attach_plain(&d, &term);
+    assert!(head.contains("application/vnd.docker.raw-stream"), "{head}");
+    let mut seen = String::new();
+    s.write_all(b"echo t''ty-in\n").unwrap();
+    read_until(&mut s, &mut seen, "tty-in\r\n");
+    s.write_all(b"\x10\x11").unwrap();
+    assert_stream_ends(&mut s, "after ctrl-p ctrl-q");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.inspect(&term)["State"]["Running"], true);
+    // A container without OpenStdin: stdin=1 is ignored, the output still comes.
+    let ticks = d.run(
+        "ticks",
+        json!({"Image": image, "Cmd": ["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+            "HostConfig": {"NetworkMode": "none"}}),
+    );
+    let (mut s, _) = attach_plain(&d, &ticks);
+    read_until(&mut s, &mut String::new(), "tick\n");
+    d.remove_all();
+}

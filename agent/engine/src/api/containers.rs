@@ -1003,14 +1003,32 @@ pub async fn logs(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
 }
 
 /// `POST /containers/{id}/attach?stream=1&stdout=1&stderr=1`: the container's
-/// output from now until it exits, as a multiplexed stream. Stdin is not attached.
+/// output from now until it exits, as a multiplexed stream. Stdin goes to the
+/// container when it has one (`OpenStdin`) and the client asks (`stdin=1`).
 pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incoming>) -> ApiResult {
     let (stdout, stderr) = (q.flag("stdout"), q.flag("stderr"));
     let (store, key) = (d.store.clone(), id.to_string());
     let rec = blocking(move || Ok(store.container(&key)?)).await?;
-    if (rec.spec.tty || rec.spec.open_stdin) && req.headers().contains_key(hyper::header::UPGRADE) {
+    let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+    if (rec.spec.tty || rec.spec.open_stdin) && upgrade {
         let keys = detach_keys(q.get("detachKeys"), "detachKeys")?;
-        return attach_stdio(d, rec, q.flag("stdin"), keys, req);
+        let client = Client::Upgrade(hyper::upgrade::on(&mut req));
+        return Ok(attach_stdio(d, rec, q.flag("stdin"), keys, client));
+    }
+    if rec.spec.open_stdin && q.flag("stdin") {
+        // As Docker does: the input follows the request on its own connection.
+        let keys = detach_keys(q.get("detachKeys"), "detachKeys")?;
+        let input = req
+            .extensions()
+            .get::<super::conn::ConnInput>()
+            .and_then(|c| c.take())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "attach: the connection's input is not available",
+                )
+            })?;
+        return Ok(attach_stdio(d, rec, true, keys, Client::Plain(input)));
     }
     let path = d
         .store
@@ -1038,7 +1056,19 @@ pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incomi
     Ok(resp)
 }
 
-/// Attach to a `-i`/`-t` container: the hijacked connection is relayed to the
+/// Where an attached client's input comes from and its output goes.
+enum Client {
+    /// `Upgrade: tcp`: the connection, once hyper has sent the 101.
+    Upgrade(hyper::upgrade::OnUpgrade),
+    /// No upgrade: the input is the rest of the request's connection (taken from
+    /// hyper), the output the body of a 200 that closes the connection.
+    Plain(tokio::net::unix::OwnedReadHalf),
+}
+
+type ClientIn = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type ClientOut = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// Attach to a `-i`/`-t` container: the client's connection is relayed to the
 /// monitor's attach socket (`console.rs`), input included when `stdin` is asked
 /// for. With a TTY the stream is raw, as Docker sends it; without, multiplexed. A
 /// container that has not started yet is waited for, and its monitor waits for
@@ -1048,27 +1078,52 @@ fn attach_stdio(
     rec: ContainerRecord,
     stdin: bool,
     keys: Vec<u8>,
-    mut req: Request<Incoming>,
-) -> ApiResult {
+    client: Client,
+) -> Response<Body> {
     use tokio::io::AsyncWriteExt;
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let content_type = if rec.spec.tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let (client, resp) = match client {
+        Client::Upgrade(on) => (Ok(on), switching_protocols(content_type)),
+        Client::Plain(input) => {
+            // The output goes through a pipe into the response body.
+            let (out, body_end) = tokio::io::duplex(64 * 1024);
+            let (tx, body) = channel_body();
+            tokio::spawn(forward_reader(body_end, tx));
+            let resp = Response::builder()
+                .status(StatusCode::OK)
+                .header("Content-Type", content_type)
+                .header(hyper::header::CONNECTION, "close")
+                .body(body)
+                .unwrap_or_default();
+            let client: (ClientIn, ClientOut) = (Box::new(input), Box::new(out));
+            (Err(client), resp)
+        }
+    };
     if !rec.running() {
         d.containers.attach_pending(&rec.id, true);
     }
     let path = crate::console::attach_socket(d.store.root(), &rec.id);
     let store = d.store.clone();
     let containers = d.containers.clone();
-    let tty = rec.spec.tty;
     tokio::spawn(async move {
-        let up = match on_upgrade.await {
-            Ok(up) => up,
-            Err(e) => {
-                containers.attach_pending(&rec.id, false);
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
+        let (mut cr, mut cw): (ClientIn, ClientOut) = match client {
+            Ok(on_upgrade) => match on_upgrade.await {
+                Ok(up) => {
+                    let (r, w) = tokio::io::split(hyper_util::rt::TokioIo::new(up));
+                    (Box::new(r), Box::new(w))
+                }
+                Err(e) => {
+                    containers.attach_pending(&rec.id, false);
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            },
+            Err(plain) => plain,
         };
-        let io = hyper_util::rt::TokioIo::new(up);
         let first_finish = rec.state.finished_ns;
         let deadline = std::time::Instant::now() + Duration::from_secs(600);
         let sock = loop {
@@ -1085,7 +1140,6 @@ fn attach_stdio(
             tokio::time::sleep(POLL).await;
         };
         containers.attach_pending(&rec.id, false);
-        let (mut cr, mut cw) = tokio::io::split(io);
         let Some(mut sock) = sock else {
             let _ = cw.shutdown().await;
             return;
@@ -1106,19 +1160,30 @@ fn attach_stdio(
         };
         let output = async {
             let _ = tokio::io::copy(&mut sr, &mut cw).await;
-            let _ = cw.shutdown().await;
         };
         tokio::select! {
             _ = output => {}
             _ = input => {}
         }
+        let _ = cw.shutdown().await;
     });
-    let content_type = if tty {
-        "application/vnd.docker.raw-stream"
-    } else {
-        "application/vnd.docker.multiplexed-stream"
-    };
-    Ok(switching_protocols(content_type))
+    resp
+}
+
+/// Sends what `r` yields as chunks of a response body, until its end.
+async fn forward_reader(mut r: impl tokio::io::AsyncRead + Unpin, tx: mpsc::Sender<Bytes>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// `POST /containers/{id}/resize?h=&w=`: the TTY's window size.
