@@ -51,6 +51,8 @@ pub enum ContainerError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     #[error("{argv}: {detail}")]
     Runtime { argv: String, detail: String },
 }

@@ -169,11 +169,12 @@ fn mounts(hc: &Value) -> Result<Vec<MountRecord>, ApiError> {
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     };
     for b in hc["Binds"].as_array().into_iter().flatten() {
-        let b = b.as_str().unwrap_or("");
-        match crate::volume::anonymous_destination(b).map_err(|e| bad_opt("-v", e))? {
-            Some(dest) => out.push(anonymous(&dest)?),
-            None => out.push(VolumeSpec::parse(b).map_err(|e| bad_opt("-v", e))?.into()),
-        }
+        out.push(
+            MountRecord::from_volume_option(b.as_str().unwrap_or("")).map_err(|e| match e {
+                crate::container::ContainerError::Volume(e) => bad_opt("-v", e),
+                other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+            })?,
+        );
     }
     for m in hc["Mounts"].as_array().into_iter().flatten() {
         let target = m["Target"].as_str().unwrap_or("");
@@ -296,29 +297,25 @@ fn limits(hc: &Value) -> Result<LimitsRecord, ApiError> {
 /// `Devices` (`[{"PathOnHost", "PathInContainer", "CgroupPermissions"}]`),
 /// checked against the host: each must be a character or block device.
 fn devices(v: &Value) -> Result<Vec<crate::spec::Device>, ApiError> {
-    let mut out: Vec<crate::spec::Device> = Vec::new();
     match v {
-        Value::Null => return Ok(out),
+        Value::Null => return Ok(Vec::new()),
         Value::Array(_) => {}
         _ => return Err(ApiError::bad("--device (Devices): expected a list")),
     }
-    for d in v.as_array().into_iter().flatten() {
-        let field = |k: &str| d[k].as_str().unwrap_or("").to_string();
-        let dev = crate::spec::Device::resolve(
-            &field("PathOnHost"),
-            &field("PathInContainer"),
-            &field("CgroupPermissions"),
-        )
-        .map_err(|e| ApiError::bad(e.to_string()))?;
-        if out.iter().any(|o| o.container_path == dev.container_path) {
-            return Err(ApiError::bad(format!(
-                "--device: {} is given twice as the container path",
-                dev.container_path
-            )));
-        }
-        out.push(dev);
-    }
-    Ok(out)
+    let specs: Vec<(String, String, String)> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let field = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            (
+                field("PathOnHost"),
+                field("PathInContainer"),
+                field("CgroupPermissions"),
+            )
+        })
+        .collect();
+    crate::spec::Device::resolve_all(&specs).map_err(|e| ApiError::bad(e.to_string()))
 }
 
 fn security(hc: &Value) -> Result<Security, ApiError> {
