@@ -1001,18 +1001,13 @@ fn attach_raw(d: &EngineDaemon, id: &str) -> std::os::unix::net::UnixStream {
     )
 }
 
-/// POSTs `body` to `path` with `Upgrade: tcp`; returns the raw connection after
-/// the 101 headers of a raw (TTY) stream.
-fn upgrade(d: &EngineDaemon, path: &str, body: &str) -> std::os::unix::net::UnixStream {
+/// Sends `request` (a whole HTTP request) on a new connection; returns the
+/// connection after the response's headers, and the headers.
+fn send_raw(d: &EngineDaemon, request: &str) -> (std::os::unix::net::UnixStream, String) {
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: engine\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -1024,7 +1019,19 @@ fn upgrade(d: &EngineDaemon, path: &str, body: &str) -> std::os::unix::net::Unix
         );
         head.push(b[0]);
     }
-    let head = String::from_utf8_lossy(&head);
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// POSTs `body` to `path` with `Upgrade: tcp`; returns the raw connection after
+/// the 101 headers of a raw (TTY) stream.
+fn upgrade(d: &EngineDaemon, path: &str, body: &str) -> std::os::unix::net::UnixStream {
+    let (s, head) = send_raw(
+        d,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: engine\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(head.contains("application/vnd.docker.raw-stream"), "{head}");
     s
@@ -1317,26 +1324,12 @@ fn exec_detach_keys_end_the_session_and_leave_the_process_running() {
 /// POSTs an attach with `stdin=1` but no `Upgrade` (as Docker clients without a
 /// hijack may); returns the connection after the 200's headers and the headers.
 fn attach_plain(d: &EngineDaemon, id: &str) -> (std::os::unix::net::UnixStream, String) {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /v1.43/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: engine\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut b).unwrap(),
-            1,
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let (s, head) = send_raw(
+        d,
+        &format!(
+            "POST /v1.43/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: engine\r\nContent-Length: 0\r\n\r\n"
+        ),
+    );
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     (s, head)
 }
