@@ -5,7 +5,7 @@
 //! host crun runs with `--cgroup-manager=disabled` (see `container.rs`), so the
 //! monitor makes the container's cgroups itself in the v1 hierarchies it needs
 //! ([`V1_CONTROLLERS`], below `basalt/<id>`), moves the container's init there
-//! between `crun create` and `crun start`, and removes them after the container
+//! before `crun start` ([`V1Cgroups`]), and removes them after the container
 //! exits. No limits are written to them: they are for freezing and accounting.
 //!
 //! A container whose cgroup cannot be found (its init shares the monitor's
@@ -37,20 +37,66 @@ fn v1_dir(controller: &str, id: &str) -> Option<PathBuf> {
     Some(v1_mount(controller)?.join(V1_PARENT).join(id))
 }
 
-/// Makes the engine's v1 cgroups for container `id` and moves `pid` into them.
-/// Returns the controllers it joined; one that fails is skipped with a warning.
-pub fn v1_join(id: &str, pid: u32) -> Vec<&'static str> {
-    let mut joined = Vec::new();
-    for c in V1_CONTROLLERS {
-        let Some(dir) = v1_dir(c, id) else { continue };
-        let res = std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::write(dir.join("cgroup.procs"), pid.to_string()));
-        match res {
-            Ok(()) => joined.push(*c),
-            Err(e) => tracing::warn!(id, controller = c, error = %e, "joining a v1 cgroup"),
+/// The engine's v1 cgroups of one container, made and empty.
+///
+/// Moving a task into a cgroup first waits for an RCU grace period when no other
+/// move happened in the last one (the kernel's cgroup threadgroup lock): 6-20 ms
+/// on this build machine, longer than `crun create` itself. So the monitor moves
+/// crun while it creates the container ([`V1Cgroups::enter`], in a thread): the
+/// container's init, cloned later by crun, is born in the cgroups, and
+/// [`V1Cgroups::settle`] moves it only if crun was not moved in time.
+#[derive(Clone, Debug)]
+pub struct V1Cgroups {
+    id: String,
+    dirs: Vec<(&'static str, PathBuf)>,
+}
+
+impl V1Cgroups {
+    /// Makes the cgroups of container `id` (an earlier run's go first); a
+    /// controller whose cgroup cannot be made is skipped with a warning.
+    pub fn create(id: &str) -> Self {
+        v1_remove(id);
+        let mut dirs = Vec::new();
+        for c in V1_CONTROLLERS {
+            let Some(dir) = v1_dir(c, id) else { continue };
+            match std::fs::create_dir_all(&dir) {
+                Ok(()) => dirs.push((*c, dir)),
+                Err(e) => tracing::warn!(id, controller = c, error = %e, "making a v1 cgroup"),
+            }
+        }
+        Self {
+            id: id.into(),
+            dirs,
         }
     }
-    joined
+
+    /// Moves process `pid` (with its threads) into every cgroup. Errors are the
+    /// caller's to judge: crun may have exited already.
+    pub fn enter(&self, pid: u32) -> std::io::Result<()> {
+        for (_, dir) in &self.dirs {
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Moves the container's init `pid` into the cgroups it is not in yet.
+    pub fn settle(&self, pid: u32) {
+        let own = format!("/{V1_PARENT}/{}", self.id);
+        let current = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        for (c, dir) in &self.dirs {
+            let inside = current.lines().any(|l| {
+                let mut f = l.splitn(3, ':').skip(1);
+                let (ctrls, path) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+                ctrls.split(',').any(|x| x == *c) && path == own
+            });
+            if inside {
+                continue;
+            }
+            if let Err(e) = std::fs::write(dir.join("cgroup.procs"), pid.to_string()) {
+                tracing::warn!(id = self.id, controller = c, error = %e, "joining a v1 cgroup");
+            }
+        }
+    }
 }
 
 /// Removes the engine's v1 cgroups of container `id` (empty once it has exited).

@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::fsutil::write_atomic;
 use crate::media::ImageConfig;
+use crate::seccomp::{annotate_filter, FilterCache, CRUN_STATE_FILTER, UNCACHED_MARKER};
 use crate::spec::{runtime_spec, RunOpts, SpecError};
 use crate::store::{ImageRecord, Store, StoreError};
 
@@ -126,12 +127,29 @@ pub struct Crun {
     pub hide_unified_cgroup: bool,
 }
 
+/// crun as found on PATH when first asked (or plain `crun` if it is not there,
+/// so the error names it): each crun command then starts without a PATH search.
+pub fn crun_binary() -> &'static Path {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|d| d.join("crun"))
+            .find(|p| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+            .unwrap_or_else(|| PathBuf::from("crun"))
+    })
+}
+
 impl Crun {
     /// crun from PATH, set up for this host's cgroup layout.
     pub fn for_host(state_root: &Path) -> Self {
         let hybrid = cgroup_layout() == CgroupLayout::Hybrid;
         Self {
-            binary: PathBuf::from("crun"),
+            binary: crun_binary().to_path_buf(),
             state_root: state_root.into(),
             cgroup_manager: if hybrid {
                 CgroupManager::Disabled
@@ -394,6 +412,18 @@ impl Bundle {
             spec["linux"]["cgroupsPath"] =
                 serde_json::json!(format!("/{CONTAINERS_CGROUP}/{}", self.id));
         }
+        // A profile crun compiled before goes in compiled; a new one is marked
+        // for the monitor to keep once crun has compiled it.
+        if let Some(profile) = spec["linux"].get("seccomp") {
+            let key = FilterCache::key(profile);
+            match FilterCache::open(store.root()).get(&key) {
+                Some(program) => annotate_filter(&mut spec, &program),
+                None => {
+                    let p = self.dir.join(UNCACHED_MARKER);
+                    std::fs::write(&p, &key).map_err(io_err("writing", &p))?;
+                }
+            }
+        }
         let p = self.dir.join("config.json");
         let bytes = serde_json::to_vec_pretty(&spec).map_err(|source| ContainerError::Config {
             image: image.id.to_string(),
@@ -428,6 +458,30 @@ impl Bundle {
             path: self.rootfs(),
             source: e.into(),
         })
+    }
+
+    /// After `crun create` of a bundle marked [`UNCACHED_MARKER`]: keeps the filter
+    /// crun compiled for its profile, and hands it to crun compiled for this
+    /// container's later starts too. Only speed depends on it, so a failure is
+    /// logged, and crun compiles the profile again next time.
+    pub fn keep_compiled_filter(&self, store: &Store, crun: &Crun) {
+        let marker = self.dir.join(UNCACHED_MARKER);
+        let Ok(key) = std::fs::read_to_string(&marker) else {
+            return;
+        };
+        let kept = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let program = std::fs::read(crun.state_root.join(&self.id).join(CRUN_STATE_FILTER))?;
+            FilterCache::open(store.root()).put(key.trim(), &program)?;
+            let p = self.dir.join("config.json");
+            let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&p)?)?;
+            annotate_filter(&mut spec, &program);
+            write_atomic(&p, &serde_json::to_vec_pretty(&spec)?)?;
+            std::fs::remove_file(&marker)?;
+            Ok(())
+        })();
+        if let Err(e) = kept {
+            tracing::warn!(id = self.id, error = %e, "keeping the compiled seccomp filter");
+        }
     }
 
     /// Unmounts the rootfs and deletes the bundle with the container's changes.

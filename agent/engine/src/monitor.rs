@@ -522,7 +522,19 @@ fn dedup<T: PartialEq>(v: &mut Vec<T>) {
     *v = seen;
 }
 
+/// Removes a container's v1 cgroups when dropped, unless emptied first.
+struct UndoCgroups<'a>(Option<&'a str>);
+
+impl Drop for UndoCgroups<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.0 {
+            crate::cgroups::v1_remove(id);
+        }
+    }
+}
+
 fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
+    let t0 = std::time::Instant::now();
     crate::container::leave_service_cgroup("monitors")
         .context("leaving the engine service's cgroup")?;
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
@@ -605,13 +617,36 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         args.push(console_path.clone().into());
     }
     args.push(rec.id.clone().into());
-    let status = crun
+    tracing::debug!(
+        elapsed_us = t0.elapsed().as_micros(),
+        "set up; running crun create"
+    );
+    // Without a cgroup manager, the engine's own v1 cgroups (pause, stats).
+    let own_cgroups = (crun.cgroup_manager == CgroupManager::Disabled
+        && crate::container::cgroup_layout() != crate::container::CgroupLayout::Unified)
+        .then(|| crate::cgroups::V1Cgroups::create(&rec.id));
+    // Until the container runs, a failure removes them again.
+    let mut undo_cgroups = UndoCgroups(own_cgroups.is_some().then_some(rec.id.as_str()));
+    let mut child = crun
         .command(&args)
         .stdin(stdin_r.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w))
-        .status()
+        .spawn()
         .context("running crun create")?;
+    // crun moves into the cgroups while it works (see V1Cgroups).
+    let entering = own_cgroups.clone().map(|cg| {
+        let crun_pid = child.id();
+        std::thread::spawn(move || {
+            if let Err(e) = cg.enter(crun_pid) {
+                tracing::debug!(error = %e, "moving crun create into the cgroups");
+            }
+        })
+    });
+    let status = child.wait().context("waiting for crun create")?;
+    if let Some(t) = entering {
+        let _ = t.join();
+    }
     let mut pumps = Vec::new();
     // Without a TTY, attached clients get the pipes' output; with one, the pipes
     // carry only crun's own messages.
@@ -664,20 +699,17 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         .trim()
         .parse()
         .with_context(|| format!("parsing {}", pid_file.display()))?;
-    // Without a cgroup manager, the engine's own v1 cgroups (pause, stats).
-    let own_cgroups = crun.cgroup_manager == CgroupManager::Disabled
-        && crate::container::cgroup_layout() != crate::container::CgroupLayout::Unified;
-    if own_cgroups {
-        crate::cgroups::v1_remove(&rec.id);
-        crate::cgroups::v1_join(&rec.id, pid);
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "crun create done");
+    if let Some(cg) = &own_cgroups {
+        cg.settle(pid);
     }
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "in the cgroups");
     if let Err(e) = crun.start(&rec.id) {
         let _ = crun.delete(&rec.id);
-        if own_cgroups {
-            crate::cgroups::v1_remove(&rec.id);
-        }
         return Err(e.into());
     }
+    undo_cgroups.0 = None;
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "crun start done");
     let me = std::process::id();
     let (ip, gateway, published) = match &attached.attachment {
         Some(a) => (Some(a.address), Some(a.network.gateway), a.ports.clone()),
@@ -707,6 +739,8 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     })?;
     // From here the record lists them, and the daemon may change the list.
     attached.extras.clear();
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "recorded running");
+    bundle.keep_compiled_filter(&store, &crun);
     Ok(Running {
         pid,
         crun,
@@ -738,6 +772,7 @@ impl Running {
                 break exit_code(status);
             }
         };
+        let t0 = std::time::Instant::now();
         // Everything in the container's pid namespace is dead, so the pipes close.
         for p in self.pumps {
             let _ = p.join();
@@ -747,14 +782,17 @@ impl Running {
         if let Some(p) = &self.attach_path {
             let _ = std::fs::remove_file(p);
         }
+        tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "output drained");
         if let Err(e) = self.crun.delete(id) {
             tracing::warn!(error = %e, "crun delete");
         }
+        tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "crun delete done");
         self.attached.teardown();
         crate::cgroups::v1_remove(id);
         if let Err(e) = self.bundle.unmount() {
             tracing::warn!(error = %e, "unmounting the rootfs");
         }
+        tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "torn down");
         let store = Store::open(root)?;
         store.update_container(id, |r| {
             r.state.ip_address = None;

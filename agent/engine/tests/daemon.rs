@@ -1481,3 +1481,134 @@ fn v1_blkio_counts_nothing() -> bool {
     std::fs::read_to_string("/sys/fs/cgroup/blkio/blkio.throttle.io_service_bytes_recursive")
         .is_ok_and(|t| t.lines().all(|l| l.starts_with("Total")))
 }
+
+/// The `.bpf` files of the store's compiled-filter cache.
+fn cached_filters(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(root.join("seccomp"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn has_compiled_filter(root: &std::path::Path, id: &str) -> bool {
+    let config: Value = serde_json::from_slice(
+        &std::fs::read(root.join("containers").join(id).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    config["annotations"]["run.oci.seccomp_bpf_data"].is_string()
+}
+
+#[test]
+fn compiled_seccomp_filters_are_kept_checked_and_still_enforced() {
+    if tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    // A user namespace needs no capability, so only the seccomp filter stops it.
+    let probe = "busybox unshare -U true 2>&1; grep Seccomp: /proc/self/status";
+    let run_probe = |name: &str, extra: Value| -> String {
+        let mut body = json!({"Image": image, "Cmd": ["sh", "-c", probe],
+            "HostConfig": {"NetworkMode": "none"}});
+        if let Some(hc) = extra.as_object() {
+            for (k, v) in hc {
+                body["HostConfig"][k] = v.clone();
+            }
+        }
+        let id = d.run(name, body);
+        d.wait_until(&id, 20, |v| v["State"]["Status"] == "exited");
+        let out = stdout_log(&d, &id);
+        assert!(out.contains("Operation not permitted"), "{name}: {out}");
+        assert!(out.contains("Seccomp:\t2"), "{name}: {out}");
+        id
+    };
+
+    // The first container's profile is compiled by crun and kept; the container
+    // itself gets the compiled filter for its next start.
+    let first = run_probe("first", json!({}));
+    let kept = cached_filters(&d.root);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let program = std::fs::read(&kept[0]).unwrap();
+    assert!(
+        program.len() > 32 && (program.len() - 32).is_multiple_of(8),
+        "{}",
+        program.len()
+    );
+    assert!(has_compiled_filter(&d.root, &first));
+    assert!(!d
+        .root
+        .join("containers")
+        .join(&first)
+        .join("seccomp.key")
+        .exists());
+
+    // The next one gets it compiled at create, and the filter still holds, also
+    // for a process exec'd into it (crun copies it into its state for exec).
+    let second = run_probe("second", json!({}));
+    assert!(has_compiled_filter(&d.root, &second));
+    let (st, v) = d.call(
+        "POST",
+        "/v1.43/containers/create?name=held",
+        Some(
+            &json!({"Image": image, "Cmd": ["sleep", "60"], "HostConfig": {"NetworkMode": "none"}}),
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    let held = v["Id"].as_str().unwrap().to_string();
+    assert!(has_compiled_filter(&d.root, &held));
+    assert_eq!(
+        d.call("POST", &format!("/containers/{held}/start"), None).0,
+        204
+    );
+    let out = exec_out(&d, &held, &["sh", "-c", probe]);
+    assert!(
+        out.contains("Operation not permitted") && out.contains("Seccomp:\t2"),
+        "{out}"
+    );
+    d.call("DELETE", &format!("/containers/{held}?force=1"), None);
+
+    // Another profile (SYS_ADMIN widens it) is another entry; unconfined has none.
+    let (st, v) = d.call(
+        "POST",
+        "/v1.43/containers/create?name=admin",
+        Some(&json!({"Image": image, "Cmd": ["true"],
+            "HostConfig": {"NetworkMode": "none", "CapAdd": ["SYS_ADMIN"]}})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let admin = v["Id"].as_str().unwrap().to_string();
+    assert!(!has_compiled_filter(&d.root, &admin));
+    assert_eq!(
+        d.call("POST", &format!("/containers/{admin}/start"), None)
+            .0,
+        204
+    );
+    d.wait_until(&admin, 20, |v| v["State"]["Status"] == "exited");
+    assert_eq!(cached_filters(&d.root).len(), 2);
+
+    // A damaged entry is never handed to crun: the profile is compiled again,
+    // enforced, and the entry rewritten whole.
+    let mut damaged = program.clone();
+    damaged[10] ^= 0xff;
+    std::fs::write(&kept[0], &damaged).unwrap();
+    let (st, v) = d.call(
+        "POST",
+        "/v1.43/containers/create?name=after-damage",
+        Some(&json!({"Image": image, "Cmd": ["sh", "-c", probe], "HostConfig": {"NetworkMode": "none"}})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let after = v["Id"].as_str().unwrap().to_string();
+    assert!(!has_compiled_filter(&d.root, &after));
+    assert_eq!(
+        d.call("POST", &format!("/containers/{after}/start"), None)
+            .0,
+        204
+    );
+    d.wait_until(&after, 20, |v| v["State"]["Status"] == "exited");
+    let out = stdout_log(&d, &after);
+    assert!(
+        out.contains("Operation not permitted") && out.contains("Seccomp:\t2"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), program);
+    d.remove_all();
+}
