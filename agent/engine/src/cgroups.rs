@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The v1 controllers the engine makes a cgroup in on a hybrid host.
-pub const V1_CONTROLLERS: &[&str] = &["freezer", "memory", "cpuacct", "pids"];
+pub const V1_CONTROLLERS: &[&str] = &["freezer", "memory", "cpuacct", "pids", "blkio"];
 /// The parent of the engine's own v1 cgroups, in each hierarchy.
 const V1_PARENT: &str = "basalt";
 /// How long a freeze may take before it is reported as failed.
@@ -177,6 +177,7 @@ pub enum Cgroup {
         memory: Option<PathBuf>,
         cpuacct: Option<PathBuf>,
         pids: Option<PathBuf>,
+        blkio: Option<PathBuf>,
     },
 }
 
@@ -215,6 +216,7 @@ pub fn of_container(pid: u32, id: &str) -> Option<Cgroup> {
         memory: v1.remove("memory"),
         cpuacct: v1.remove("cpuacct"),
         pids: v1.remove("pids"),
+        blkio: v1.remove("blkio"),
     })
 }
 
@@ -311,11 +313,147 @@ impl Cgroup {
         }
     }
 
+    /// The container's block I/O per device, if it has an `io` (cgroup2) or
+    /// `blkio` (v1) cgroup: cgroup2 `io.stat`, or v1's
+    /// `blkio.throttle.io_service{d,_bytes}_recursive` (the only v1 files a kernel
+    /// without CFQ fills, and only on a device that has throttling set up).
+    pub fn blkio(&self) -> Option<Blkio> {
+        match self {
+            Cgroup::V2(dir) => std::fs::read_to_string(dir.join("io.stat"))
+                .ok()
+                .map(|t| parse_io_stat(&t)),
+            Cgroup::V1 { blkio, .. } => {
+                let dir = blkio.as_deref()?;
+                let read = |f: &str| {
+                    std::fs::read_to_string(dir.join(f))
+                        .map(|t| parse_v1_rwstat(&t))
+                        .ok()
+                };
+                Some(Blkio {
+                    bytes: read("blkio.throttle.io_service_bytes_recursive")?,
+                    ios: read("blkio.throttle.io_serviced_recursive")?,
+                })
+            }
+        }
+    }
+
     /// The v1 freezer directory, if the container has one.
     pub fn v1_freezer(&self) -> Option<&Path> {
         match self {
             Cgroup::V1 { freezer, .. } => freezer.as_deref(),
             Cgroup::V2(_) => None,
         }
+    }
+}
+
+/// One device's count in Docker's `blkio_stats` shape.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BlkioEntry {
+    pub major: u64,
+    pub minor: u64,
+    /// `read` or `write`.
+    pub op: &'static str,
+    pub value: u64,
+}
+
+/// Bytes (`io_service_bytes_recursive`) and operations (`io_serviced_recursive`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Blkio {
+    pub bytes: Vec<BlkioEntry>,
+    pub ios: Vec<BlkioEntry>,
+}
+
+fn major_minor(dev: &str) -> Option<(u64, u64)> {
+    let (a, b) = dev.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// cgroup2 `io.stat`: `MAJ:MIN rbytes=N wbytes=N rios=N wios=N dbytes=N dios=N`.
+fn parse_io_stat(text: &str) -> Blkio {
+    let mut out = Blkio::default();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let Some((major, minor)) = f.next().and_then(major_minor) else {
+            continue;
+        };
+        let kv: std::collections::HashMap<&str, u64> = f
+            .filter_map(|x| {
+                let (k, v) = x.split_once('=')?;
+                Some((k, v.parse().ok()?))
+            })
+            .collect();
+        let entry = |op, key| BlkioEntry {
+            major,
+            minor,
+            op,
+            value: kv.get(key).copied().unwrap_or(0),
+        };
+        out.bytes
+            .extend([entry("read", "rbytes"), entry("write", "wbytes")]);
+        out.ios
+            .extend([entry("read", "rios"), entry("write", "wios")]);
+    }
+    out
+}
+
+/// A v1 blkio rwstat file: `MAJ:MIN Read N` (and Write, Sync, Async, Discard,
+/// Total) per device, then `Total N`; only reads and writes are kept.
+fn parse_v1_rwstat(text: &str) -> Vec<BlkioEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [dev, op, value] = f.as_slice() else {
+                return None;
+            };
+            let (major, minor) = major_minor(dev)?;
+            let op = match *op {
+                "Read" => "read",
+                "Write" => "write",
+                _ => return None,
+            };
+            Some(BlkioEntry {
+                major,
+                minor,
+                op,
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_stat_and_v1_rwstat_parse_into_dockers_entries() {
+        let b = parse_io_stat(
+            "254:0 rbytes=4096 wbytes=4194304 rios=1 wios=32 dbytes=0 dios=0\n8:16 rbytes=7\n",
+        );
+        let e = |major, minor, op, value| BlkioEntry {
+            major,
+            minor,
+            op,
+            value,
+        };
+        assert_eq!(
+            b.bytes,
+            vec![
+                e(254, 0, "read", 4096),
+                e(254, 0, "write", 4194304),
+                e(8, 16, "read", 7),
+                e(8, 16, "write", 0)
+            ]
+        );
+        assert_eq!(b.ios[..2], [e(254, 0, "read", 1), e(254, 0, "write", 32)]);
+        let v1 = parse_v1_rwstat(
+            "254:0 Read 512\n254:0 Write 4194304\n254:0 Sync 4194304\n254:0 Async 512\n\
+             254:0 Discard 0\n254:0 Total 4194816\nTotal 4194816\n",
+        );
+        assert_eq!(
+            v1,
+            vec![e(254, 0, "read", 512), e(254, 0, "write", 4194304)]
+        );
+        assert_eq!(parse_v1_rwstat("Total 0\n"), vec![]);
     }
 }

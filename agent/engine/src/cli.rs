@@ -9,11 +9,13 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::AuthStore;
 use crate::container::{new_container_id, Bundle, Crun};
+use crate::media::ImageConfig;
 use crate::network::{self, Networks};
 use crate::network_setup::{Attachment, EtcFiles, EtcOpts, NetworkRequest, PortMapping};
+use crate::records::MountRecord;
 use crate::reference::Reference;
 use crate::registry::{Progress, RegistryClient, RegistryOptions};
-use crate::spec::{Limits, NetworkMode, RunOpts, Security};
+use crate::spec::{Device, Limits, NetworkMode, RunOpts, Security};
 use crate::store::{Store, DEFAULT_ROOT};
 use crate::volume::{VolumeSpec, Volumes};
 
@@ -249,9 +251,13 @@ struct RunArgs {
     /// Extra /etc/hosts line, NAME:IP.
     #[arg(long)]
     add_host: Vec<String>,
-    /// Bind mount or named volume: /HOST:/CTR[:ro] or NAME:/CTR[:ro].
+    /// Bind mount, named volume or new anonymous volume: /HOST:/CTR[:ro],
+    /// NAME:/CTR[:ro] or /CTR.
     #[arg(short, long = "volume")]
     volume: Vec<String>,
+    /// A host device in the container: /dev/HOST[:/dev/CTR][:rwm].
+    #[arg(long)]
+    device: Vec<String>,
     /// tmpfs mount: /CTR[:size=..,mode=..].
     #[arg(long)]
     tmpfs: Vec<String>,
@@ -457,6 +463,10 @@ fn run_detached(socket: &std::path::Path, args: &RunArgs) -> anyhow::Result<i32>
             "NetworkMode": args.network, "ReadonlyRootfs": args.read_only, "AutoRemove": args.rm,
             "RestartPolicy": {"Name": args.restart.clone().unwrap_or_default()},
             "PortBindings": ports, "Binds": args.volume, "Tmpfs": tmpfs,
+            "Devices": opts.devices.iter().map(|d| serde_json::json!({
+                "PathOnHost": d.host_path, "PathInContainer": d.container_path,
+                "CgroupPermissions": d.access,
+            })).collect::<Vec<_>>(),
             "Memory": opts.limits.memory.unwrap_or(0),
             "NanoCpus": opts.limits.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
             "CpuShares": opts.limits.cpu_shares.unwrap_or(0),
@@ -519,6 +529,12 @@ fn run_options(args: &RunArgs) -> anyhow::Result<RunOpts> {
         }
     }
     crate::spec::capabilities(&security)?;
+    let devices = args
+        .device
+        .iter()
+        .map(|d| Device::split_option(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let devices = Device::resolve_all(&devices)?;
     if let Some(c) = args.cpus {
         anyhow::ensure!(
             c > 0.0 && c.is_finite(),
@@ -545,7 +561,7 @@ fn run_options(args: &RunArgs) -> anyhow::Result<RunOpts> {
         },
         security,
         tty: false,
-        devices: Vec::new(),
+        devices,
     })
 }
 
@@ -610,11 +626,17 @@ fn run_container(store: &Store, args: &RunArgs) -> anyhow::Result<i32> {
     let image = store.resolve(&args.image)?;
     // Parse every option before anything is set up.
     let mut opts = run_options(args)?;
-    let volume_specs = args
+    // -v as the daemon takes it; the image's VOLUMEs that no -v covers, and
+    // `-v /CTR`, are new anonymous volumes, removed after the run (unless --keep).
+    let mut mounts = args
         .volume
         .iter()
-        .map(|v| VolumeSpec::parse(v))
+        .map(|v| MountRecord::from_volume_option(v))
         .collect::<Result<Vec<_>, _>>()?;
+    let config: ImageConfig = serde_json::from_slice(&store.read_blob(&image.id)?)
+        .with_context(|| format!("image {}: config", image.id))?;
+    MountRecord::add_image_volumes(&mut mounts, &config)?;
+    let volume_specs: Vec<VolumeSpec> = mounts.iter().filter_map(|m| m.volume_spec()).collect();
     let tmpfs = args
         .tmpfs
         .iter()
@@ -660,6 +682,10 @@ fn run_container(store: &Store, args: &RunArgs) -> anyhow::Result<i32> {
     // Set up in order; whatever was set up is undone in reverse on every path.
     let root = store.root();
     let volumes = Volumes::open(root);
+    let mut anonymous = RunVolumes {
+        volumes: &volumes,
+        names: volumes.create_for(&mounts)?,
+    };
     let mounted = crate::volume::prepare(&volumes, &volume_specs)?;
     let networks = Networks::open(root);
     let aliases: Vec<String> = args.name.iter().cloned().chain([short_id]).collect();
@@ -738,9 +764,38 @@ fn run_container(store: &Store, args: &RunArgs) -> anyhow::Result<i32> {
         }
     }
     drop(mounted);
+    if args.keep {
+        anonymous.names.clear();
+    } else if !anonymous.remove() {
+        teardown_failed = true;
+    }
     let (code, _) = result?;
     anyhow::ensure!(!teardown_failed, "cleaning up after the container failed");
     Ok(code)
+}
+
+/// The anonymous volumes of a foreground run: removed when it ends, as with
+/// `docker run --rm`, or when setting it up fails part way.
+struct RunVolumes<'a> {
+    volumes: &'a Volumes,
+    names: Vec<String>,
+}
+
+impl RunVolumes<'_> {
+    /// Removes them all; false if any failed (each failure is printed).
+    fn remove(&mut self) -> bool {
+        let failed = self.volumes.remove_each(&std::mem::take(&mut self.names));
+        for (name, e) in &failed {
+            eprintln!("basalt-engine: removing anonymous volume {name}: {e}");
+        }
+        failed.is_empty()
+    }
+}
+
+impl Drop for RunVolumes<'_> {
+    fn drop(&mut self) {
+        self.remove();
+    }
 }
 
 fn network_verb(store: &Store, c: &NetworkCommand) -> anyhow::Result<()> {

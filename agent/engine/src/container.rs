@@ -52,6 +52,8 @@ pub enum ContainerError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     #[error("{argv}: {detail}")]
     Runtime { argv: String, detail: String },
 }

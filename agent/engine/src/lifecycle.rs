@@ -215,21 +215,7 @@ impl Containers {
         let config: ImageConfig = serde_json::from_slice(&self.store.read_blob(&image.id)?)
             .map_err(|e| LifecycleError::Invalid(format!("image {}: config: {e}", image.id)))?;
         let mut spec = opts.spec.clone();
-        // The image's VOLUME paths that no mount covers get anonymous volumes.
-        let image_volumes = config.config.as_ref().and_then(|c| c.volumes.as_ref());
-        for path in image_volumes.into_iter().flat_map(|v| v.keys()) {
-            let norm = |p: &str| p.trim_end_matches('/').to_string();
-            if !path.starts_with('/') || norm(path).is_empty() {
-                continue;
-            }
-            if !spec
-                .mounts
-                .iter()
-                .any(|m| norm(m.destination()) == norm(path))
-            {
-                spec.mounts.push(MountRecord::anonymous(&norm(path))?);
-            }
-        }
+        MountRecord::add_image_volumes(&mut spec.mounts, &config)?;
         let id = new_container_id()?;
         let root = self.store.root();
         spec.argv = command(&config, &spec.run_opts(root, &id)).map_err(ContainerError::from)?;
@@ -245,36 +231,16 @@ impl Containers {
             log_max_size: opts.log_max_size,
             state: ContainerState::default(),
         };
-        // Named volumes are created on demand, as Docker does; anonymous ones are
-        // new, labelled as Docker labels them, and go again if the create fails.
+        // The anonymous volumes go again if the create fails.
         let volumes = crate::volume::Volumes::open(root);
-        let mut made = Vec::new();
+        let made = volumes
+            .create_for(&rec.spec.mounts)
+            .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
         let remove_made = |made: &[String]| {
-            for n in made {
-                if let Err(e) = volumes.remove(n) {
-                    tracing::warn!(volume = n, error = %e, "removing a volume of a failed create");
-                }
+            for (n, e) in volumes.remove_each(made) {
+                tracing::warn!(volume = n, error = %e, "removing a volume of a failed create");
             }
         };
-        for m in &rec.spec.mounts {
-            if let MountRecord::Volume {
-                name, anonymous, ..
-            } = m
-            {
-                let labels = if *anonymous {
-                    [(crate::volume::ANONYMOUS_LABEL.to_string(), String::new())].into()
-                } else {
-                    Default::default()
-                };
-                if let Err(e) = volumes.create(name, labels) {
-                    remove_made(&made);
-                    return Err(LifecycleError::Invalid(e.to_string()));
-                }
-                if *anonymous {
-                    made.push(name.clone());
-                }
-            }
-        }
         // The record first (it checks the name), then the files; undo on failure.
         // A generated name that is taken (12,288 of them: about a 10% chance
         // among 50 containers) is replaced by the next, as Docker retries.

@@ -116,6 +116,34 @@ impl MountRecord {
         }
     }
 
+    /// One `-v` option: `SOURCE:DEST[:ro]` (a bind or a named volume), or a
+    /// container path alone for a new anonymous volume.
+    pub fn from_volume_option(spec: &str) -> Result<Self, crate::container::ContainerError> {
+        match crate::volume::anonymous_destination(spec)? {
+            Some(dest) => Self::anonymous(&dest),
+            None => Ok(VolumeSpec::parse(spec)?.into()),
+        }
+    }
+
+    /// Adds an anonymous volume for each `VOLUME` of the image that no mount in
+    /// `mounts` covers, as Docker does.
+    pub fn add_image_volumes(
+        mounts: &mut Vec<Self>,
+        config: &crate::media::ImageConfig,
+    ) -> Result<(), crate::container::ContainerError> {
+        let image_volumes = config.config.as_ref().and_then(|c| c.volumes.as_ref());
+        for path in image_volumes.into_iter().flat_map(|v| v.keys()) {
+            let norm = |p: &str| p.trim_end_matches('/').to_string();
+            if !path.starts_with('/') || norm(path).is_empty() {
+                continue;
+            }
+            if !mounts.iter().any(|m| norm(m.destination()) == norm(path)) {
+                mounts.push(Self::anonymous(&norm(path))?);
+            }
+        }
+        Ok(())
+    }
+
     /// An anonymous volume: the data of no one but this container.
     pub fn anonymous(destination: &str) -> Result<Self, crate::container::ContainerError> {
         Ok(MountRecord::Volume {

@@ -213,6 +213,44 @@ impl Device {
             access: access.into(),
         })
     }
+
+    /// Splits a `--device /dev/HOST[:/dev/CTR][:PERMISSIONS]` option into its
+    /// host path, container path and permissions (empty when not given). As in
+    /// Docker, a second part that is only `r`, `w` and `m` is the permissions.
+    pub fn split_option(spec: &str) -> Result<(String, String, String), SpecError> {
+        let is_access = |s: &str| !s.is_empty() && s.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (host, ctr, access) = match parts.as_slice() {
+            [h] => (*h, "", ""),
+            [h, a] if is_access(a) => (*h, "", *a),
+            [h, c] => (*h, *c, ""),
+            [h, c, a] => (*h, *c, *a),
+            _ => {
+                return Err(SpecError::Device {
+                    spec: spec.into(),
+                    reason: "expected /dev/HOST[:/dev/CONTAINER][:PERMISSIONS]".into(),
+                })
+            }
+        };
+        Ok((host.into(), ctr.into(), access.into()))
+    }
+
+    /// Resolves a container's devices (host path, container path, permissions),
+    /// each as [`Device::resolve`]; no container path may be given twice.
+    pub fn resolve_all(specs: &[(String, String, String)]) -> Result<Vec<Self>, SpecError> {
+        let mut out: Vec<Self> = Vec::new();
+        for (host, ctr, access) in specs {
+            let dev = Self::resolve(host, ctr, access)?;
+            if out.iter().any(|o| o.container_path == dev.container_path) {
+                return Err(SpecError::Device {
+                    spec: dev.container_path.clone(),
+                    reason: "given twice as the container path".into(),
+                });
+            }
+            out.push(dev);
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -707,6 +745,24 @@ mod tests {
                 "{host} {ctr} {access}: {e}"
             );
         }
+        let split = |s: &str| {
+            let (h, c, a) = Device::split_option(s).unwrap();
+            format!("{h}|{c}|{a}")
+        };
+        assert_eq!(split("/dev/zero"), "/dev/zero||");
+        assert_eq!(split("/dev/zero:r"), "/dev/zero||r");
+        assert_eq!(split("/dev/zero:/dev/z"), "/dev/zero|/dev/z|");
+        assert_eq!(split("/dev/zero:/dev/z:rw"), "/dev/zero|/dev/z|rw");
+        let e = Device::split_option("/dev/a:/dev/b:r:w")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--device \"/dev/a:/dev/b:r:w\""), "{e}");
+        let twice = [
+            ("/dev/zero".into(), "/dev/z".into(), String::new()),
+            ("/dev/null".into(), "/dev/z".into(), String::new()),
+        ];
+        let e = Device::resolve_all(&twice).unwrap_err().to_string();
+        assert!(e.contains("given twice"), "{e}");
         let o = RunOpts {
             cmd: vec!["true".into()],
             devices: vec![d],

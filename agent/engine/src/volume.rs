@@ -267,6 +267,48 @@ impl Volumes {
         Ok(removed)
     }
 
+    /// Creates the volumes that a new container's `mounts` name: named ones on
+    /// demand, as Docker does, anonymous ones new and labelled as Docker labels
+    /// them. Returns the anonymous ones; when one fails, those made before it
+    /// are removed again.
+    pub fn create_for(
+        &self,
+        mounts: &[crate::records::MountRecord],
+    ) -> Result<Vec<String>, VolumeError> {
+        let mut made = Vec::new();
+        for m in mounts {
+            let crate::records::MountRecord::Volume {
+                name, anonymous, ..
+            } = m
+            else {
+                continue;
+            };
+            let labels = if *anonymous {
+                [(ANONYMOUS_LABEL.to_string(), String::new())].into()
+            } else {
+                BTreeMap::new()
+            };
+            if let Err(e) = self.create(name, labels) {
+                for (n, e) in self.remove_each(&made) {
+                    tracing::warn!(volume = n, error = %e, "removing a new anonymous volume");
+                }
+                return Err(e);
+            }
+            if *anonymous {
+                made.push(name.clone());
+            }
+        }
+        Ok(made)
+    }
+
+    /// Removes each of `names`, going on past failures; returns them.
+    pub fn remove_each(&self, names: &[String]) -> Vec<(String, VolumeError)> {
+        names
+            .iter()
+            .filter_map(|n| self.remove(n).err().map(|e| (n.clone(), e)))
+            .collect()
+    }
+
     /// Creates the volume if needed and holds it for a container.
     pub fn lease(&self, name: &str) -> Result<VolumeLease, VolumeError> {
         let info = self.create(name, BTreeMap::new())?;
@@ -352,7 +394,7 @@ impl VolumeSpec {
             [s, d, m] => (*s, *d, *m),
             [_] => {
                 return Err(bad(
-                    "an anonymous volume (a container path only) needs the daemon (`run -d`, docker run); name the volume here (NAME:PATH)",
+                    "expected SOURCE:DEST[:ro] (a container path alone is an anonymous volume)",
                 ))
             }
             _ => return Err(bad("expected SOURCE:DEST[:ro]")),

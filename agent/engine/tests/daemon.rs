@@ -866,7 +866,7 @@ fn pause_unpause_stop_and_kill_of_paused_containers() {
     assert_eq!((st, v["StatusCode"].as_i64()), (200, Some(137)), "{v}");
     assert_eq!(d.inspect(&id)["State"]["Status"], "exited");
     // The engine's own cgroups (hybrid host) are gone with the container.
-    for c in ["freezer", "memory", "cpuacct", "pids"] {
+    for c in ["freezer", "memory", "cpuacct", "pids", "blkio"] {
         let dir = std::path::Path::new("/sys/fs/cgroup")
             .join(c)
             .join("basalt")
@@ -1001,18 +1001,13 @@ fn attach_raw(d: &EngineDaemon, id: &str) -> std::os::unix::net::UnixStream {
     )
 }
 
-/// POSTs `body` to `path` with `Upgrade: tcp`; returns the raw connection after
-/// the 101 headers of a raw (TTY) stream.
-fn upgrade(d: &EngineDaemon, path: &str, body: &str) -> std::os::unix::net::UnixStream {
+/// Sends `request` (a whole HTTP request) on a new connection; returns the
+/// connection after the response's headers, and the headers.
+fn send_raw(d: &EngineDaemon, request: &str) -> (std::os::unix::net::UnixStream, String) {
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: engine\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -1024,7 +1019,19 @@ fn upgrade(d: &EngineDaemon, path: &str, body: &str) -> std::os::unix::net::Unix
         );
         head.push(b[0]);
     }
-    let head = String::from_utf8_lossy(&head);
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// POSTs `body` to `path` with `Upgrade: tcp`; returns the raw connection after
+/// the 101 headers of a raw (TTY) stream.
+fn upgrade(d: &EngineDaemon, path: &str, body: &str) -> std::os::unix::net::UnixStream {
+    let (s, head) = send_raw(
+        d,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: engine\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(head.contains("application/vnd.docker.raw-stream"), "{head}");
     s
@@ -1195,6 +1202,284 @@ fn abandoned_waits_do_not_hold_the_daemons_threads() {
     let head = ask("GET", &format!("/containers/{id}/json"));
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     d.remove_all();
+}
+
+/// Creates an exec of `cmd` with a TTY and stdin in container `id`; `extra` adds
+/// fields to the body. Returns the exec's ID.
+fn exec_tty(d: &EngineDaemon, id: &str, cmd: &[&str], extra: Value) -> String {
+    let mut body = json!({"Cmd": cmd, "Tty": true, "AttachStdin": true,
+        "AttachStdout": true, "AttachStderr": true});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        body[k] = v.clone();
+    }
+    let (st, v) = d.call("POST", &format!("/containers/{id}/exec"), Some(&body));
+    assert_eq!(st, 201, "{v}");
+    v["Id"].as_str().unwrap().to_string()
+}
+
+/// The daemon has closed the stream: EOF within the connection's read timeout.
+fn assert_stream_ends(s: &mut std::os::unix::net::UnixStream, what: &str) {
+    use std::io::Read;
+    let mut rest = Vec::new();
+    let r = s.read_to_end(&mut rest);
+    assert!(
+        r.is_ok(),
+        "{what}: the stream did not end: {r:?} after {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// `docker exec -it` with detach keys: the keys (the exec's `DetachKeys`, or
+/// ctrl-p ctrl-q) end the client's stream and the process runs on; a partial
+/// match is held back until it stops matching, then passed on.
+#[test]
+fn exec_detach_keys_end_the_session_and_leave_the_process_running() {
+    use std::io::{ErrorKind, Read, Write};
+    if tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    let id = d.run(
+        "box",
+        json!({"Image": image, "Cmd": ["sleep", "1000"], "HostConfig": {"NetworkMode": "none"}}),
+    );
+    // Bad keys: one error that names the field, and no exec.
+    let (st, v) = d.call(
+        "POST",
+        &format!("/containers/{id}/exec"),
+        Some(&json!({"Cmd": ["cat"], "Tty": true, "DetachKeys": "ctrl-1"})),
+    );
+    assert_eq!(st, 400, "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("DetachKeys") && msg.contains("ctrl-1"),
+        "{msg}"
+    );
+
+    // Custom keys, ctrl-e e, on `cat` in canonical mode: the pty echoes what it
+    // gets, and cat prints each line back.
+    let exec = exec_tty(&d, &id, &["cat"], json!({"DetachKeys": "ctrl-e,e"}));
+    let (_, v) = d.call("GET", &format!("/exec/{exec}/json"), None);
+    assert_eq!(v["DetachKeys"], "ctrl-e,e", "{v}");
+    let start = format!("/v1.43/exec/{exec}/start");
+    let mut s = upgrade(&d, &start, r#"{"Detach": false, "Tty": true}"#);
+    let mut seen = String::new();
+    s.write_all(b"a\x05").unwrap();
+    read_until(&mut s, &mut seen, "a");
+    // ctrl-e alone is held back: the terminal never sees it, so nothing echoes.
+    assert!(!seen.contains("^E"), "{seen:?}");
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        r => panic!(
+            "a partial detach sequence reached the terminal: {r:?} {:?}",
+            String::from_utf8_lossy(&buf)
+        ),
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // ...and passed on, in order, once the next key does not match.
+    s.write_all(b"b\n").unwrap();
+    read_until(&mut s, &mut seen, "a\x05b\r\n");
+    s.write_all(b"\x05e").unwrap();
+    assert_stream_ends(&mut s, "after ctrl-e e");
+    let running = |exec: &str| {
+        let (_, v) = d.call("GET", &format!("/exec/{exec}/json"), None);
+        assert_eq!(v["Running"], true, "detaching ended the process: {v}");
+        assert!(v["ExitCode"].is_null(), "{v}");
+        v["Pid"].as_u64().unwrap()
+    };
+    let pid = running(&exec);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(running(&exec), pid);
+    assert!(alive(pid));
+
+    // Docker's default keys, ctrl-p ctrl-q, when the exec names none.
+    let exec2 = exec_tty(&d, &id, &["cat"], json!({}));
+    let mut s = upgrade(
+        &d,
+        &format!("/v1.43/exec/{exec2}/start"),
+        r#"{"Detach": false, "Tty": true}"#,
+    );
+    let mut seen = String::new();
+    s.write_all(b"x\n").unwrap();
+    read_until(&mut s, &mut seen, "x\r\nx\r\n");
+    s.write_all(b"\x10\x11").unwrap();
+    assert_stream_ends(&mut s, "after ctrl-p ctrl-q");
+    running(&exec2);
+    // Both end with the container.
+    d.remove_all();
+    let t0 = Instant::now();
+    loop {
+        let (_, v) = d.call("GET", &format!("/exec/{exec}/json"), None);
+        if v["Running"] == false {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// POSTs an attach with `stdin=1` but no `Upgrade` (as Docker clients without a
+/// hijack may); returns the connection after the 200's headers and the headers.
+fn attach_plain(d: &EngineDaemon, id: &str) -> (std::os::unix::net::UnixStream, String) {
+    let (s, head) = send_raw(
+        d,
+        &format!(
+            "POST /v1.43/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: engine\r\nContent-Length: 0\r\n\r\n"
+        ),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (s, head)
+}
+
+/// `POST /containers/{id}/attach?stdin=1` without `Upgrade: tcp`: the client's
+/// input follows on the request's connection after the response headers, as in
+/// Docker, for OpenStdin containers with and without a TTY.
+#[test]
+fn attach_without_upgrade_sends_input() {
+    use std::io::Write;
+    if tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    // A pipe: each line comes back; the end of the input (StdinOnce) ends the loop.
+    let pipe = d.run(
+        "piped",
+        json!({"Image": image, "OpenStdin": true, "StdinOnce": true,
+            "Cmd": ["sh", "-c", "while read l; do echo got $l; done; echo stdin-closed"],
+            "HostConfig": {"NetworkMode": "none"}}),
+    );
+    let (mut s, head) = attach_plain(&d, &pipe);
+    assert!(
+        head.contains("application/vnd.docker.multiplexed-stream"),
+        "{head}"
+    );
+    let mut seen = String::new();
+    s.write_all(b"hello\n").unwrap();
+    read_until(&mut s, &mut seen, "got hello\n");
+    // The client's end of input is the container's (StdinOnce).
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    read_until(&mut s, &mut seen, "stdin-closed\n");
+    assert_stream_ends(&mut s, "after the container exited");
+    let (st, v) = d.call("POST", &format!("/containers/{pipe}/wait"), None);
+    assert_eq!((st, v["StatusCode"].as_i64()), (200, Some(0)), "{v}");
+
+    // A TTY: raw output, and the detach keys end the attach but not the shell.
+    let term = d.run(
+        "term",
+        json!({"Image": image, "Cmd": ["sh"], "Tty": true, "OpenStdin": true,
+            "HostConfig": {"NetworkMode": "none"}}),
+    );
+    let (mut s, head) = attach_plain(&d, &term);
+    assert!(head.contains("application/vnd.docker.raw-stream"), "{head}");
+    let mut seen = String::new();
+    s.write_all(b"echo t''ty-in\n").unwrap();
+    read_until(&mut s, &mut seen, "tty-in\r\n");
+    s.write_all(b"\x10\x11").unwrap();
+    assert_stream_ends(&mut s, "after ctrl-p ctrl-q");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.inspect(&term)["State"]["Running"], true);
+    // A container without OpenStdin: stdin=1 is ignored, the output still comes.
+    let ticks = d.run(
+        "ticks",
+        json!({"Image": image, "Cmd": ["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+            "HostConfig": {"NetworkMode": "none"}}),
+    );
+    let (mut s, _) = attach_plain(&d, &ticks);
+    read_until(&mut s, &mut String::new(), "tick\n");
+    d.remove_all();
+}
+
+/// Whether this host's kernel has block I/O accounting for cgroups: a v1 `blkio`
+/// hierarchy, or a cgroup2 tree with the `io` controller.
+fn host_has_blkio_cgroups() -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        f.len() > 3
+            && ((f[2] == "cgroup" && f[3].split(',').any(|o| o == "blkio"))
+                || (f[2] == "cgroup2"
+                    && std::fs::read_to_string(format!("{}/cgroup.controllers", f[1]))
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .any(|c| c == "io")))
+    })
+}
+
+/// `blkio_stats` of `docker stats`: a container that writes 4 MiB past the page
+/// cache (`oflag=direct`, on a volume) shows them as `write` bytes of a device.
+#[test]
+fn stats_count_a_containers_block_writes() {
+    if tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    let id = d.run(
+        "writer",
+        json!({"Image": image, "Cmd": ["sh", "-c",
+            "dd if=/dev/zero of=/data/f bs=1M count=4 oflag=direct && sync && echo written; sleep 1000"],
+            "HostConfig": {"NetworkMode": "none", "Binds": ["blk:/data"]}}),
+    );
+    let t0 = Instant::now();
+    while !stdout_log(&d, &id).contains("written") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{}",
+            stdout_log(&d, &id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (st, b) = api(
+        &d.socket,
+        "GET",
+        &format!("/containers/{id}/stats?stream=0&one-shot=1"),
+        None,
+    );
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    let blkio = &v["blkio_stats"];
+    println!("blkio_stats: {blkio}");
+    if !host_has_blkio_cgroups() {
+        println!("SKIP blkio: this kernel has no blkio or io cgroup controller");
+        return;
+    }
+    let bytes = blkio["io_service_bytes_recursive"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no blkio entries from the container's cgroup: {blkio}"));
+    assert!(blkio["io_serviced_recursive"].is_array(), "{blkio}");
+    for e in bytes {
+        assert!(
+            e["major"].is_u64() && e["minor"].is_u64() && e["value"].is_u64(),
+            "{e}"
+        );
+        assert!(e["op"] == "read" || e["op"] == "write", "{e}");
+    }
+    let written: u64 = bytes
+        .iter()
+        .filter(|e| e["op"] == "write")
+        .map(|e| e["value"].as_u64().unwrap())
+        .sum();
+    if written == 0 && bytes.is_empty() && v1_blkio_counts_nothing() {
+        println!(
+            "SKIP blkio write bytes: this kernel counted no v1 blkio I/O in any \
+             cgroup (the root's blkio.throttle.io_service_bytes_recursive lists no \
+             device either); kernels that set blk-throttle up on a device only when \
+             a rule is first written count v1 I/O only on such a device"
+        );
+        d.remove_all();
+        return;
+    }
+    assert!(written >= 4 << 20, "{blkio}");
+    d.remove_all();
+}
+
+/// A v1 host whose kernel accounts no block I/O at all: the root blkio cgroup's
+/// throttle statistics list no device.
+fn v1_blkio_counts_nothing() -> bool {
+    std::fs::read_to_string("/sys/fs/cgroup/blkio/blkio.throttle.io_service_bytes_recursive")
+        .is_ok_and(|t| t.lines().all(|l| l.starts_with("Total")))
 }
 
 /// The `.bpf` files of the store's compiled-filter cache.

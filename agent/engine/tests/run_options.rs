@@ -248,3 +248,120 @@ fn limits_are_in_the_spec() {
     assert_eq!(code, 1);
     assert!(err.contains("--memory \"lots\""), "{err}");
 }
+
+/// The foreground `run` takes `-v /CTR` (an anonymous volume, filled from the
+/// image like a named one and removed after the run, as with `docker run --rm`)
+/// and `--device`, as the daemon does; bad ones are one error naming the option,
+/// and leave no volume behind.
+#[test]
+fn anonymous_volumes_and_devices_in_the_foreground_run() {
+    if tools_missing() {
+        return;
+    }
+    let e = Engine::new();
+    let volume_names = || {
+        let (_, out, _) = e.cmd(&["volume", "ls", "-q"]);
+        out.lines().map(String::from).collect::<Vec<_>>()
+    };
+    // While it runs: one new volume, labelled as Docker labels anonymous ones,
+    // with the image's /etc in it.
+    let signal = e.tmp.path().join("signal");
+    std::fs::create_dir(&signal).unwrap();
+    let sig = format!("{}:/signal", signal.display());
+    let mut busy = e.spawn(
+        &[
+            "--network",
+            "none",
+            "-v",
+            "/etc",
+            "-v",
+            "/scratch",
+            "-v",
+            &sig,
+        ],
+        "ls /etc > /signal/etc; echo kept > /scratch/f; touch /signal/up",
+    );
+    wait_for_file(&signal.join("up"));
+    busy.assert_running();
+    let names = volume_names();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for n in &names {
+        assert!(
+            n.len() == 64 && n.chars().all(|c| c.is_ascii_hexdigit()),
+            "{n}"
+        );
+        let (_, out, _) = e.cmd(&["volume", "inspect", n]);
+        assert!(out.contains("com.docker.volume.anonymous"), "{out}");
+    }
+    assert!(std::fs::read_to_string(signal.join("etc"))
+        .unwrap()
+        .contains("passwd"));
+    let (code, _, err) = busy.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        volume_names(),
+        Vec::<String>::new(),
+        "removed after the run"
+    );
+
+    // --device: the host's node at the container path, with its major:minor.
+    let (code, out, err) = run(
+        &e,
+        &[
+            "--device",
+            "/dev/zero:/dev/myzero",
+            "--device",
+            "/dev/null:r",
+        ],
+        "stat -c '%t:%T' /dev/myzero; head -c 3 /dev/myzero | wc -c; stat -c %t:%T /dev/null",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1:5\n3\n1:3\n");
+
+    // Bad input: one line naming the option, nothing left behind.
+    for (opts, needle) in [
+        (
+            vec!["-v", "relative"],
+            "-v \"relative\": the container path must be absolute",
+        ),
+        (vec!["-v", "/"], "-v \"/\": cannot mount over /"),
+        (
+            vec!["-v", "/anon", "-v", "/nonexistent/dir:/mnt"],
+            "bind source /nonexistent/dir does not exist",
+        ),
+        (
+            vec!["--device", "/etc/passwd"],
+            "--device \"/etc/passwd\": /etc/passwd is not a device node",
+        ),
+        (
+            vec!["--device", "/dev/zero:/dev/z:rwx"],
+            "--device \"/dev/zero:/dev/z:rwx\": invalid permissions",
+        ),
+        (
+            vec!["--device", "/dev/a:/dev/b:r:w"],
+            "--device \"/dev/a:/dev/b:r:w\": expected",
+        ),
+        (
+            vec![
+                "--device",
+                "/dev/zero:/dev/z",
+                "--device",
+                "/dev/null:/dev/z",
+            ],
+            "given twice",
+        ),
+    ] {
+        let (code, out, err) = run(&e, &opts, "echo ran");
+        assert_eq!((code, out.as_str()), (1, ""), "{opts:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{opts:?}: {err}");
+        assert!(err.contains(needle), "{opts:?}: {err}");
+        assert_eq!(volume_names(), Vec::<String>::new(), "{opts:?}");
+    }
+    assert_eq!(
+        std::fs::read_dir(e.root.join("containers"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "no container left"
+    );
+}

@@ -11,6 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::detach::{detach_keys, relay_input};
 use super::images::familiar;
 use super::{
     blocking, body_json, channel_body, empty, json_response, ApiError, ApiResult, Body, Daemon,
@@ -168,11 +169,12 @@ fn mounts(hc: &Value) -> Result<Vec<MountRecord>, ApiError> {
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     };
     for b in hc["Binds"].as_array().into_iter().flatten() {
-        let b = b.as_str().unwrap_or("");
-        match crate::volume::anonymous_destination(b).map_err(|e| bad_opt("-v", e))? {
-            Some(dest) => out.push(anonymous(&dest)?),
-            None => out.push(VolumeSpec::parse(b).map_err(|e| bad_opt("-v", e))?.into()),
-        }
+        out.push(
+            MountRecord::from_volume_option(b.as_str().unwrap_or("")).map_err(|e| match e {
+                crate::container::ContainerError::Volume(e) => bad_opt("-v", e),
+                other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+            })?,
+        );
     }
     for m in hc["Mounts"].as_array().into_iter().flatten() {
         let target = m["Target"].as_str().unwrap_or("");
@@ -295,29 +297,25 @@ fn limits(hc: &Value) -> Result<LimitsRecord, ApiError> {
 /// `Devices` (`[{"PathOnHost", "PathInContainer", "CgroupPermissions"}]`),
 /// checked against the host: each must be a character or block device.
 fn devices(v: &Value) -> Result<Vec<crate::spec::Device>, ApiError> {
-    let mut out: Vec<crate::spec::Device> = Vec::new();
     match v {
-        Value::Null => return Ok(out),
+        Value::Null => return Ok(Vec::new()),
         Value::Array(_) => {}
         _ => return Err(ApiError::bad("--device (Devices): expected a list")),
     }
-    for d in v.as_array().into_iter().flatten() {
-        let field = |k: &str| d[k].as_str().unwrap_or("").to_string();
-        let dev = crate::spec::Device::resolve(
-            &field("PathOnHost"),
-            &field("PathInContainer"),
-            &field("CgroupPermissions"),
-        )
-        .map_err(|e| ApiError::bad(e.to_string()))?;
-        if out.iter().any(|o| o.container_path == dev.container_path) {
-            return Err(ApiError::bad(format!(
-                "--device: {} is given twice as the container path",
-                dev.container_path
-            )));
-        }
-        out.push(dev);
-    }
-    Ok(out)
+    let specs: Vec<(String, String, String)> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let field = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            (
+                field("PathOnHost"),
+                field("PathInContainer"),
+                field("CgroupPermissions"),
+            )
+        })
+        .collect();
+    crate::spec::Device::resolve_all(&specs).map_err(|e| ApiError::bad(e.to_string()))
 }
 
 fn security(hc: &Value) -> Result<Security, ApiError> {
@@ -1010,14 +1008,32 @@ pub async fn logs(d: Arc<Daemon>, id: &str, q: &Query) -> ApiResult {
 }
 
 /// `POST /containers/{id}/attach?stream=1&stdout=1&stderr=1`: the container's
-/// output from now until it exits, as a multiplexed stream. Stdin is not attached.
+/// output from now until it exits, as a multiplexed stream. Stdin goes to the
+/// container when it has one (`OpenStdin`) and the client asks (`stdin=1`).
 pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incoming>) -> ApiResult {
     let (stdout, stderr) = (q.flag("stdout"), q.flag("stderr"));
     let (store, key) = (d.store.clone(), id.to_string());
     let rec = blocking(move || Ok(store.container(&key)?)).await?;
-    if (rec.spec.tty || rec.spec.open_stdin) && req.headers().contains_key(hyper::header::UPGRADE) {
-        let keys = detach_keys(q.get("detachKeys"))?;
-        return attach_stdio(d, rec, q.flag("stdin"), keys, req);
+    let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+    if (rec.spec.tty || rec.spec.open_stdin) && upgrade {
+        let keys = detach_keys(q.get("detachKeys"), "detachKeys")?;
+        let client = Client::Upgrade(hyper::upgrade::on(&mut req));
+        return Ok(attach_stdio(d, rec, q.flag("stdin"), keys, client));
+    }
+    if rec.spec.open_stdin && q.flag("stdin") {
+        // As Docker does: the input follows the request on its own connection.
+        let keys = detach_keys(q.get("detachKeys"), "detachKeys")?;
+        let input = req
+            .extensions()
+            .get::<super::conn::ConnInput>()
+            .and_then(|c| c.take())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "attach: the connection's input is not available",
+                )
+            })?;
+        return Ok(attach_stdio(d, rec, true, keys, Client::Plain(input)));
     }
     let path = d
         .store
@@ -1048,7 +1064,19 @@ pub async fn attach(d: Arc<Daemon>, id: &str, q: &Query, mut req: Request<Incomi
     Ok(resp)
 }
 
-/// Attach to a `-i`/`-t` container: the hijacked connection is relayed to the
+/// Where an attached client's input comes from and its output goes.
+enum Client {
+    /// `Upgrade: tcp`: the connection, once hyper has sent the 101.
+    Upgrade(hyper::upgrade::OnUpgrade),
+    /// No upgrade: the input is the rest of the request's connection (taken from
+    /// hyper), the output the body of a 200 that closes the connection.
+    Plain(tokio::net::unix::OwnedReadHalf),
+}
+
+type ClientIn = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type ClientOut = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// Attach to a `-i`/`-t` container: the client's connection is relayed to the
 /// monitor's attach socket (`console.rs`), input included when `stdin` is asked
 /// for. With a TTY the stream is raw, as Docker sends it; without, multiplexed. A
 /// container that has not started yet is waited for, and its monitor waits for
@@ -1058,27 +1086,52 @@ fn attach_stdio(
     rec: ContainerRecord,
     stdin: bool,
     keys: Vec<u8>,
-    mut req: Request<Incoming>,
-) -> ApiResult {
+    client: Client,
+) -> Response<Body> {
     use tokio::io::AsyncWriteExt;
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let content_type = if rec.spec.tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let (client, resp) = match client {
+        Client::Upgrade(on) => (Ok(on), switching_protocols(content_type)),
+        Client::Plain(input) => {
+            // The output goes through a pipe into the response body.
+            let (out, body_end) = tokio::io::duplex(64 * 1024);
+            let (tx, body) = channel_body();
+            tokio::spawn(forward_reader(body_end, tx));
+            let resp = Response::builder()
+                .status(StatusCode::OK)
+                .header("Content-Type", content_type)
+                .header(hyper::header::CONNECTION, "close")
+                .body(body)
+                .unwrap_or_default();
+            let client: (ClientIn, ClientOut) = (Box::new(input), Box::new(out));
+            (Err(client), resp)
+        }
+    };
     if !rec.running() {
         d.containers.attach_pending(&rec.id, true);
     }
     let path = crate::console::attach_socket(d.store.root(), &rec.id);
     let store = d.store.clone();
     let containers = d.containers.clone();
-    let tty = rec.spec.tty;
     tokio::spawn(async move {
-        let up = match on_upgrade.await {
-            Ok(up) => up,
-            Err(e) => {
-                containers.attach_pending(&rec.id, false);
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
+        let (mut cr, mut cw): (ClientIn, ClientOut) = match client {
+            Ok(on_upgrade) => match on_upgrade.await {
+                Ok(up) => {
+                    let (r, w) = tokio::io::split(hyper_util::rt::TokioIo::new(up));
+                    (Box::new(r), Box::new(w))
+                }
+                Err(e) => {
+                    containers.attach_pending(&rec.id, false);
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            },
+            Err(plain) => plain,
         };
-        let io = hyper_util::rt::TokioIo::new(up);
         let first_finish = rec.state.finished_ns;
         let deadline = std::time::Instant::now() + Duration::from_secs(600);
         let sock = loop {
@@ -1095,7 +1148,6 @@ fn attach_stdio(
             tokio::time::sleep(POLL).await;
         };
         containers.attach_pending(&rec.id, false);
-        let (mut cr, mut cw) = tokio::io::split(io);
         let Some(mut sock) = sock else {
             let _ = cw.shutdown().await;
             return;
@@ -1116,19 +1168,30 @@ fn attach_stdio(
         };
         let output = async {
             let _ = tokio::io::copy(&mut sr, &mut cw).await;
-            let _ = cw.shutdown().await;
         };
         tokio::select! {
             _ = output => {}
             _ = input => {}
         }
+        let _ = cw.shutdown().await;
     });
-    let content_type = if tty {
-        "application/vnd.docker.raw-stream"
-    } else {
-        "application/vnd.docker.multiplexed-stream"
-    };
-    Ok(switching_protocols(content_type))
+    resp
+}
+
+/// Sends what `r` yields as chunks of a response body, until its end.
+async fn forward_reader(mut r: impl tokio::io::AsyncRead + Unpin, tx: mpsc::Sender<Bytes>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// `POST /containers/{id}/resize?h=&w=`: the TTY's window size.
@@ -1179,93 +1242,4 @@ pub fn window_size(q: &Query) -> Result<(u16, u16), ApiError> {
         })
     };
     Ok((dim("h")?, dim("w")?))
-}
-
-/// Docker's detach keys: `ctrl-p,ctrl-q` by default; each key a character or
-/// `ctrl-X` (X in `a-z`, `@`, `[`, `\\`, `]`, `^`, `_`).
-pub fn detach_keys(spec: Option<&str>) -> Result<Vec<u8>, ApiError> {
-    let spec = spec.filter(|s| !s.is_empty()).unwrap_or("ctrl-p,ctrl-q");
-    spec.split(',')
-        .map(|k| {
-            let bad = || ApiError::bad(format!("Invalid detach keys ({spec}) provided"));
-            match k.strip_prefix("ctrl-") {
-                Some(c) if c.len() == 1 => match c.as_bytes()[0] {
-                    b @ b'a'..=b'z' => Ok(b - b'a' + 1),
-                    b @ b'@'..=b'_' => Ok(b - b'@'),
-                    _ => Err(bad()),
-                },
-                Some(_) => Err(bad()),
-                None if k.len() == 1 => Ok(k.as_bytes()[0]),
-                None => Err(bad()),
-            }
-        })
-        .collect()
-}
-
-/// Copies the client's input to the container until the client closes it (false)
-/// or types the detach keys (true; they are not passed on). A partial match is
-/// held back and passed on once it stops matching.
-async fn relay_input(
-    r: &mut (impl tokio::io::AsyncRead + Unpin),
-    w: &mut (impl tokio::io::AsyncWrite + Unpin),
-    keys: &[u8],
-) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = [0u8; 8192];
-    let mut matched = 0;
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => n,
-        };
-        let mut out = Vec::with_capacity(n);
-        for &b in &buf[..n] {
-            if keys.get(matched) == Some(&b) {
-                matched += 1;
-                if matched == keys.len() {
-                    let _ = w.write_all(&out).await;
-                    return true;
-                }
-                continue;
-            }
-            out.extend_from_slice(&keys[..matched]);
-            matched = 0;
-            if keys.first() == Some(&b) {
-                matched = 1;
-                if keys.len() == 1 {
-                    let _ = w.write_all(&out).await;
-                    return true;
-                }
-            } else {
-                out.push(b);
-            }
-        }
-        if w.write_all(&out).await.is_err() {
-            return false;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn detach_keys_parse_and_match() {
-        assert_eq!(super::detach_keys(None).unwrap(), vec![16, 17]);
-        assert_eq!(super::detach_keys(Some("ctrl-a,x")).unwrap(), vec![1, b'x']);
-        assert!(super::detach_keys(Some("ctrl-1")).is_err());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let run = |input: &[u8]| {
-            let mut out = Vec::new();
-            let mut r = input;
-            let detached = rt.block_on(super::relay_input(&mut r, &mut out, &[16, 17]));
-            (detached, out)
-        };
-        assert_eq!(
-            run(b"ab\x10c\x10\x10\x11zz"),
-            (true, b"ab\x10c\x10".to_vec())
-        );
-        assert_eq!(run(b"ab\x10"), (false, b"ab".to_vec()));
-    }
 }

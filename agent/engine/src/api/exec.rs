@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::containers::{frame, hijack, stream_response, switching_protocols, window_size};
+use super::detach::{detach_keys, relay_input};
 use super::{blocking, body_json, empty, json_response, ApiError, ApiResult, Daemon};
 use crate::container::Crun;
 use crate::logfile::Stream;
@@ -33,6 +34,9 @@ pub struct ExecRecord {
     pub master: Option<Arc<std::os::fd::OwnedFd>>,
     /// `-i`: the client's input goes to the process.
     pub stdin: bool,
+    /// `DetachKeys` as given, and as bytes (Docker's default when it was empty).
+    pub detach_spec: String,
+    pub detach_keys: Vec<u8>,
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -51,6 +55,8 @@ pub async fn create(d: Arc<Daemon>, id: &str, req: Request<Incoming>) -> ApiResu
     if cmd.is_empty() {
         return Err(ApiError::bad("No exec command specified"));
     }
+    let detach_spec = b["DetachKeys"].as_str().unwrap_or("").to_string();
+    let detach_keys = detach_keys(Some(&detach_spec), "DetachKeys")?;
     let (store, key) = (d.store.clone(), id.to_string());
     let rec = blocking(move || Ok(store.container(&key)?)).await?;
     if !rec.running() {
@@ -83,6 +89,8 @@ pub async fn create(d: Arc<Daemon>, id: &str, req: Request<Incoming>) -> ApiResu
         tty: b["Tty"].as_bool().unwrap_or(false),
         master: None,
         stdin: b["AttachStdin"].as_bool().unwrap_or(false),
+        detach_spec,
+        detach_keys,
     };
     d.execs
         .lock()
@@ -263,7 +271,7 @@ pub fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
             "ID": e.id, "ContainerID": e.container_id, "Running": e.running,
             "ExitCode": e.exit_code, "Pid": e.pid,
             "OpenStdin": e.stdin, "OpenStdout": true, "OpenStderr": true,
-            "CanRemove": false, "DetachKeys": "",
+            "CanRemove": false, "DetachKeys": e.detach_spec,
             "ProcessConfig": {"entrypoint": e.cmd.first(), "arguments": e.cmd.iter().skip(1).collect::<Vec<_>>(),
                               "tty": e.tty, "privileged": false, "user": e.user},
         }),
@@ -368,6 +376,11 @@ async fn start_interactive(d: Arc<Daemon>, e: ExecRecord, mut req: Request<Incom
     let (out, err, mut child_in) = (child.stdout.take(), child.stderr.take(), child.stdin.take());
     let d2 = d.clone();
     let tty = e.tty;
+    let detach = if tty {
+        e.detach_keys.clone()
+    } else {
+        Vec::new()
+    };
     tokio::spawn(async move {
         let _keep = pfile;
         let up = match on_upgrade.await {
@@ -423,34 +436,43 @@ async fn start_interactive(d: Arc<Daemon>, e: ExecRecord, mut req: Request<Incom
             tokio::join!(a, b, c);
             drop(tx);
         };
+        // The client's stream ends when it has gone or typed the detach keys; the
+        // output is then read on and dropped, so the process never blocks on a
+        // full terminal or pipe, and runs on until it exits.
+        let detached = tokio::sync::Notify::new();
         let writer = async {
-            while let Some(b) = rx.recv().await {
-                if cw.write_all(&b).await.is_err() {
-                    break;
+            loop {
+                tokio::select! {
+                    b = rx.recv() => match b {
+                        Some(b) if cw.write_all(&b).await.is_ok() => {
+                            let _ = cw.flush().await;
+                        }
+                        Some(_) => break,
+                        None => return,
+                    },
+                    _ = detached.notified() => {
+                        let _ = cw.shutdown().await;
+                        break;
+                    }
                 }
-                let _ = cw.flush().await;
             }
+            while rx.recv().await.is_some() {}
         };
-        // Input: to the pty master or the stdin pipe, until the client closes it.
+        // Input: to the pty master or the stdin pipe, until the client closes it or,
+        // with a TTY (as in Docker: a pipe may carry any bytes), types the detach keys.
         let input = async {
-            let mut m = master
+            let m = master
                 .as_ref()
                 .and_then(|m| m.try_clone().ok())
                 .map(|m| tokio::fs::File::from_std(std::fs::File::from(m)));
-            let mut buf = vec![0u8; 8192];
-            loop {
-                let n = match cr.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let ok = match (&mut m, &mut child_in) {
-                    (Some(f), _) => f.write_all(&buf[..n]).await.is_ok() && f.flush().await.is_ok(),
-                    (None, Some(p)) => p.write_all(&buf[..n]).await.is_ok(),
-                    _ => false,
-                };
-                if !ok {
-                    break;
-                }
+            let gone = match (m, &mut child_in) {
+                (Some(mut f), _) => relay_input(&mut cr, &mut f, &detach).await,
+                (None, Some(p)) => relay_input(&mut cr, p, &[]).await,
+                (None, None) => false,
+            };
+            if gone {
+                tracing::debug!(exec = %id, "detached");
+                detached.notify_one();
             }
             drop(child_in);
             std::future::pending::<()>().await

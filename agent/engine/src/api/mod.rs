@@ -4,8 +4,10 @@
 //! exec and volumes. Errors are `{"message": ...}` with Docker's status codes.
 
 mod archive;
+mod conn;
 mod containers;
 pub use containers::frame;
+mod detach;
 mod exec;
 mod images;
 mod networks;
@@ -447,9 +449,13 @@ pub async fn serve(d: Arc<Daemon>, listener: tokio::net::UnixListener) -> anyhow
         let (stream, _) = listener.accept().await?;
         let d = d.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(d.clone(), req));
+            let (io, input) = conn::ConnIo::new(stream);
+            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(input.clone());
+                handle(d.clone(), req)
+            });
             let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
                 .with_upgrades();
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection");

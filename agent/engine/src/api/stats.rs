@@ -6,9 +6,10 @@
 //! `ps_args` run the host's `ps` and keep the rows whose PID is the container's,
 //! as Docker does.
 //!
-//! stats: memory, CPU and pids from the container's cgroup (`cgroups.rs`), the
-//! network counters from `/proc/<pid>/net/dev` (the container's namespace). A
-//! container without a cgroup of its own reports zeros there, never the host's.
+//! stats: memory, CPU, pids and block I/O from the container's cgroup
+//! (`cgroups.rs`), the network counters from `/proc/<pid>/net/dev` (the
+//! container's namespace). A container without a cgroup of its own reports zeros
+//! there (and no blkio entries), never the host's.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::{blocking, channel_body, json_response, ApiError, ApiResult, Daemon, Query};
-use crate::cgroups::{self, Usage};
+use crate::cgroups::{self, Blkio, Usage};
 use crate::records::ContainerRecord;
 use crate::timefmt::{now_ns, rfc3339};
 
@@ -297,6 +298,7 @@ struct Sample {
     read_ns: u64,
     usage: Option<Usage>,
     memory_stat: serde_json::Map<String, Value>,
+    blkio: Option<Blkio>,
     system_ns: u64,
     cpus: u64,
 }
@@ -322,7 +324,8 @@ fn sample(rec: &ContainerRecord) -> Sample {
     }
     Sample {
         read_ns: now_ns(),
-        usage: cg.map(|c| c.usage()),
+        usage: cg.as_ref().map(|c| c.usage()),
+        blkio: cg.as_ref().and_then(|c| c.blkio()),
         memory_stat,
         system_ns,
         cpus,
@@ -360,7 +363,8 @@ fn stats_json(rec: &ContainerRecord, pre: Option<&Sample>, s: &Sample) -> Value 
         "read": rfc3339(s.read_ns),
         "preread": rfc3339(pre.map_or(0, |p| p.read_ns)),
         "pids_stats": {"current": u.pids.unwrap_or(0)},
-        "blkio_stats": {"io_service_bytes_recursive": null, "io_serviced_recursive": null,
+        "blkio_stats": {"io_service_bytes_recursive": s.blkio.as_ref().map(|b| &b.bytes),
+                        "io_serviced_recursive": s.blkio.as_ref().map(|b| &b.ios),
                         "io_queue_recursive": null, "io_service_time_recursive": null,
                         "io_wait_time_recursive": null, "io_merged_recursive": null,
                         "io_time_recursive": null, "sectors_recursive": null},
