@@ -560,7 +560,11 @@ impl Containers {
             }
             removed.insert(id.to_string(), rec.state.exit_code);
         }
-        self.store.remove_container_record(id)?;
+        if rec.auto_remove {
+            self.store.remove_auto_removed_record(id)?;
+        } else {
+            self.store.remove_container_record(id)?;
+        }
         if volumes {
             self.remove_anonymous_volumes(&rec);
         }

@@ -79,6 +79,9 @@ pub fn monitor_alive(rec: &ContainerRecord) -> bool {
 /// run with the old count, nor the old exit with the new one.
 const COUNT_RESTART_ENV: &str = "BASALT_ENGINE_COUNT_RESTART";
 
+/// Held by a container's monitor for its whole life, in the container's directory.
+const MONITOR_LOCK: &str = "monitor.lock";
+
 pub fn spawn(
     exe: &Path,
     root: &Path,
@@ -296,6 +299,12 @@ pub fn run(root: &Path, id: &str) -> anyhow::Result<i32> {
             None
         },
     );
+    // One monitor per container at a time: a new one waits here until the last
+    // has finished with crun (it records the exit before that).
+    let lock_path = root.join("containers").join(id).join(MONITOR_LOCK);
+    let _lock = crate::fsutil::lock_file(&lock_path, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| tracing::warn!(path = %lock_path.display(), error = %e, "no monitor lock"))
+        .ok();
     match start(root, id) {
         Ok(running) => {
             report.send(&format!("ok {}", running.pid));
@@ -707,12 +716,6 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         cg.settle(pid);
     }
     tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "in the cgroups");
-    if let Err(e) = crun.start(&rec.id) {
-        let _ = crun.delete(&rec.id);
-        return Err(e.into());
-    }
-    undo_cgroups.0 = None;
-    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "crun start done");
     let me = std::process::id();
     let (ip, gateway, published) = match &attached.attachment {
         Some(a) => (Some(a.address), Some(a.network.gateway), a.ports.clone()),
@@ -720,29 +723,48 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     };
     let count_restart = std::env::var_os(COUNT_RESTART_ENV).is_some();
     let connected = attached.extras.clone();
-    store.update_container_run(id, |r| {
-        r.state.connected = connected.clone();
-        if count_restart {
-            r.state.restart_count += 1;
-        }
-        r.state.ip_address = ip;
-        r.state.gateway = gateway;
-        r.state.published = published.clone();
-        r.state.status = Status::Running;
-        r.state.pid = pid;
-        r.state.monitor_pid = me;
-        r.state.monitor_start = process_start(me).unwrap_or(0);
-        r.state.boot_id = boot_id();
-        r.state.started_ns = now_ns();
-        r.state.exit_code = 0;
-        r.state.error.clear();
-        r.state.stopped_by_user = false;
-        r.state.oom_killed = false;
-        r.state.paused = false;
-    })?;
+    let record_running = || {
+        store.update_container_run(id, |r| {
+            r.state.connected = connected.clone();
+            if count_restart {
+                r.state.restart_count += 1;
+            }
+            r.state.ip_address = ip;
+            r.state.gateway = gateway;
+            r.state.published = published.clone();
+            r.state.status = Status::Running;
+            r.state.pid = pid;
+            r.state.monitor_pid = me;
+            r.state.monitor_start = process_start(me).unwrap_or(0);
+            r.state.boot_id = boot_id();
+            r.state.started_ns = now_ns();
+            r.state.exit_code = 0;
+            r.state.error.clear();
+            r.state.stopped_by_user = false;
+            r.state.oom_killed = false;
+            r.state.paused = false;
+        })
+    };
+    // The record and `crun start` side by side (the fsync and crun's exec each
+    // take a few ms). Nobody is told before both are done; if the start fails,
+    // `run` marks the record exited with the error.
+    let (started, recorded) = std::thread::scope(|sc| {
+        let recording = sc.spawn(record_running);
+        let started = crun.start(&rec.id);
+        (started, recording.join())
+    });
+    if let Err(e) = started {
+        let _ = crun.delete(&rec.id);
+        return Err(e.into());
+    }
+    undo_cgroups.0 = None;
+    recorded.map_err(|_| anyhow::anyhow!("recording the run panicked"))??;
     // From here the record lists them, and the daemon may change the list.
     attached.extras.clear();
-    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "recorded running");
+    tracing::debug!(
+        elapsed_us = t0.elapsed().as_micros(),
+        "started and recorded"
+    );
     bundle.keep_compiled_filter(&store, &crun);
     Ok(Running {
         pid,
@@ -800,8 +822,6 @@ impl Running {
             tracing::warn!(error = %e, "unmounting the rootfs");
         }
         tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "torn down");
-        let _ = deleting.join();
-        tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "crun delete done");
         let store = Store::open(root)?;
         store.update_container_run(id, |r| {
             r.state.ip_address = None;
@@ -814,6 +834,10 @@ impl Running {
             r.state.finished_ns = now_ns();
         })?;
         tracing::info!(id, code, "container exited");
+        // The exit is recorded without waiting for crun to forget the container
+        // (about 4 ms): a next monitor for it waits for this one (MONITOR_LOCK).
+        let _ = deleting.join();
+        tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "crun delete done");
         Ok(0)
     }
 }

@@ -598,12 +598,23 @@ impl Store {
 
     /// Forgets a container record (its files are removed by the caller first).
     pub fn remove_container_record(&self, id: &str) -> Result<(), RecordError> {
+        self.forget_container(id, true)
+    }
+
+    /// [`Store::remove_container_record`] for an auto-removed container (`--rm`):
+    /// a crash may bring the record back, exited, and the daemon's reconcile
+    /// removes it again, so the removal does not wait for the directory's fsync.
+    pub fn remove_auto_removed_record(&self, id: &str) -> Result<(), RecordError> {
+        self.forget_container(id, false)
+    }
+
+    fn forget_container(&self, id: &str, durable: bool) -> Result<(), RecordError> {
         let _lock = self.lock()?;
         let mut r = self.load_records()?;
         if r.containers.remove(id).is_none() {
             return Err(RecordError::NoSuchContainer(id.into()));
         }
-        Ok(self.save_records(&r, true)?)
+        Ok(self.save_records(&r, durable)?)
     }
 
     /// Image IDs that some container (in any state) was created from. Call with the lock held.

@@ -1612,3 +1612,38 @@ fn compiled_seccomp_filters_are_kept_checked_and_still_enforced() {
     assert_eq!(std::fs::read(&kept[0]).unwrap(), program);
     d.remove_all();
 }
+
+#[test]
+fn a_container_started_again_right_after_its_exit_runs_each_time() {
+    if tools_missing() {
+        return;
+    }
+    // The exit is recorded before the last monitor has had crun forget the
+    // container; each new start must wait for that, not race it.
+    let (_tmp, _reg, d, image) = daemon_with_busybox();
+    let (st, v) = d.call(
+        "POST",
+        "/v1.43/containers/create?name=again",
+        Some(
+            &json!({"Image": image, "Cmd": ["echo", "ran"], "HostConfig": {"NetworkMode": "none"}}),
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    let id = v["Id"].as_str().unwrap().to_string();
+    for round in 1..=15 {
+        let (st, v) = d.call("POST", &format!("/containers/{id}/start"), None);
+        assert_eq!(st, 204, "start {round}: {v}");
+        let (st, v) = d.call("POST", &format!("/containers/{id}/wait"), None);
+        assert_eq!(st, 200, "wait {round}: {v}");
+        assert_eq!(v["StatusCode"], 0, "round {round}: {v}");
+    }
+    assert_eq!(stdout_log(&d, &id), "ran\n".repeat(15));
+    assert_eq!(d.call("DELETE", &format!("/containers/{id}"), None).0, 204);
+    // Nothing of it is left with crun once its last monitor is done.
+    let crun_state = d.root.join("crun").join(&id);
+    let start = Instant::now();
+    while crun_state.exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!crun_state.exists());
+}
