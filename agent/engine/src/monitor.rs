@@ -287,6 +287,10 @@ impl Report {
 
 /// The `monitor` subcommand. Returns the process exit code.
 pub fn run(root: &Path, id: &str) -> anyhow::Result<i32> {
+    // One malloc arena: a monitor lives as long as its container, and each of its
+    // short-lived threads would otherwise leave an arena of its own resident.
+    // SAFETY: mallopt before any other thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     // SAFETY: fd 3 is the sync pipe handed over by `spawn` (or nothing at all).
     let mut report = Report(
         if rustix::io::fcntl_getfd(unsafe { rustix::fd::BorrowedFd::borrow_raw(3) }).is_ok() {

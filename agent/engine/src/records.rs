@@ -534,7 +534,8 @@ impl Store {
         find(&self.load_records()?, key).cloned()
     }
 
-    /// Records a new container; its name must be free and valid.
+    /// Records a new container; its name must be free and valid. Durably, unless
+    /// it is removed when it exits.
     pub fn add_container(&self, rec: ContainerRecord) -> Result<(), RecordError> {
         if !valid_name(&rec.name) {
             return Err(RecordError::InvalidName(rec.name));
@@ -552,8 +553,11 @@ impl Store {
             });
         }
         r.version = RECORDS_VERSION;
+        // An auto-removed container (`--rm`) is not waited for: after a crash it
+        // would be removed anyway (see remove_auto_removed_record).
+        let durable = !rec.auto_remove;
         r.containers.insert(rec.id.clone(), rec);
-        Ok(self.save_records(&r, true)?)
+        Ok(self.save_records(&r, durable)?)
     }
 
     /// Read-modify-write of one record under the lock; returns the new record.
