@@ -500,6 +500,9 @@ pub struct Attachment {
     _reservations: Vec<Reservation>,
 }
 
+/// See `run_netavark`.
+const NETAVARK_HOST_LOCK: &str = "/run/basalt-engine-netavark.lock";
+
 fn run_netavark(
     store_root: &Path,
     verb: &str,
@@ -517,6 +520,16 @@ fn run_netavark(
     cmd.arg(verb).arg(netns);
     let argv = format!("{cmd:?}");
     tracing::debug!(argv, "running");
+    // netavark locks only its own --config directory, but its iptables chains
+    // are the host's: engines on different stores (the tests run several at
+    // once) would interleave their rules ("Chain already exists"). One host-wide
+    // lock for every netavark this engine runs; without /run, none.
+    let _host_lock = crate::fsutil::lock_file(
+        Path::new(NETAVARK_HOST_LOCK),
+        rustix::fs::FlockOperation::LockExclusive,
+    )
+    .map_err(|e| tracing::debug!(error = %e, "no host-wide netavark lock"))
+    .ok();
     let mut run = || -> std::io::Result<std::process::Output> {
         let mut child = cmd
             .stdin(Stdio::piped())
