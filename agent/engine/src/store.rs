@@ -203,11 +203,15 @@ impl Store {
             .map_err(io_err("creating temp file in", &dir))
     }
 
-    /// Moves a fully written and verified temp file into place as blob `d`.
-    /// Not synced one by one: [`Store::sync`] makes blobs and layers durable
-    /// together before an image record points at them.
+    /// Moves a fully written and verified temp file into place as blob `d`, once
+    /// its data is on disk: a blob in `blobs/` is reused without being hashed
+    /// again, so it must never be there torn or empty after a crash. (Its
+    /// writeback was started as it streamed in, so little is left to wait for.)
     pub fn commit_blob(&self, tmp: tempfile::NamedTempFile, d: &Digest) -> Result<(), StoreError> {
         let dest = self.blob_path(d);
+        tmp.as_file()
+            .sync_data()
+            .map_err(io_err("syncing", tmp.path()))?;
         tmp.persist(&dest)
             .map_err(|e| io_err("storing blob", &dest)(e.error))?;
         Ok(())
@@ -259,15 +263,25 @@ impl Store {
         if dest.is_dir() {
             return Ok(dest);
         }
+        let pending = self.extract_blob(blob, compression, diff_id)?;
+        self.commit_layer(pending)
+    }
+
+    /// [`Store::extract_pending`] of stored blob `blob`.
+    pub fn extract_blob(
+        &self,
+        blob: &Digest,
+        compression: Compression,
+        diff_id: &Digest,
+    ) -> Result<PendingLayer, StoreError> {
         let src = self.blob_path(blob);
         let file = File::open(&src).map_err(io_err("opening", &src))?;
-        let pending = self.extract_pending(
+        self.extract_pending(
             BufReader::with_capacity(READ_BUFFER, file),
             compression,
             blob,
             diff_id,
-        )?;
-        self.commit_layer(pending)
+        )
     }
 
     /// Extracts a compressed layer stream into a temporary directory and checks
@@ -317,8 +331,22 @@ impl Store {
         })
     }
 
-    /// Moves a verified extraction into `layers/` (made durable by [`Store::sync`]).
+    /// Moves a verified extraction into `layers/`, once its files are on disk: a
+    /// layer in `layers/` is reused as it is, so it must never be there with
+    /// empty files after a crash.
     pub fn commit_layer(&self, pending: PendingLayer) -> Result<PathBuf, StoreError> {
+        Ok(self.commit_layers(vec![pending])?.remove(0))
+    }
+
+    /// [`Store::commit_layer`] for several extractions, with one `syncfs` for all.
+    pub fn commit_layers(&self, pending: Vec<PendingLayer>) -> Result<Vec<PathBuf>, StoreError> {
+        if !pending.is_empty() {
+            self.sync()?;
+        }
+        pending.into_iter().map(|p| self.rename_layer(p)).collect()
+    }
+
+    fn rename_layer(&self, pending: PendingLayer) -> Result<PathBuf, StoreError> {
         let dest = self.layer_path(&pending.diff_id);
         match std::fs::rename(&pending.dir, &dest) {
             Ok(()) => {}

@@ -17,7 +17,7 @@ use crate::auth::{parse_challenge, AuthStore, Credentials};
 use crate::digest::Digest;
 use crate::media::{self, Descriptor, ImageConfig, Index, Manifest, Platform};
 use crate::reference::Reference;
-use crate::store::{ImageRecord, LayerRecord, Store, StoreError};
+use crate::store::{ImageRecord, LayerRecord, PendingLayer, Store, StoreError};
 
 mod push;
 mod tee;
@@ -675,7 +675,7 @@ impl RegistryClient {
         compression: media::Compression,
         store: &Arc<Store>,
         progress: &ProgressFn,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Option<PendingLayer>, RegistryError> {
         let (blob, diff) = (desc.digest.clone(), diff_id.clone());
         if store.has_blob(&blob) || store.layer_path(diff_id).is_dir() {
             self.fetch_blob(scope, desc, store, progress, &mut None)
@@ -701,10 +701,7 @@ impl RegistryClient {
             let streamed = streamed.await.expect("layer extraction panicked");
             fetched?;
             match streamed {
-                Ok(pending) => {
-                    store.commit_layer(pending)?;
-                    return Ok(());
-                }
+                Ok(pending) => return Ok(Some(pending)),
                 // A retried transfer or a bad layer: redo it from the verified blob,
                 // which gives the authoritative error if the layer itself is bad.
                 Err(e) => {
@@ -712,11 +709,15 @@ impl RegistryClient {
                 }
             }
         }
+        if store.layer_path(diff_id).is_dir() {
+            return Ok(None);
+        }
         let (st, blob, diff) = (store.clone(), desc.digest.clone(), diff_id.clone());
-        tokio::task::spawn_blocking(move || st.unpack_layer(&blob, compression, &diff))
-            .await
-            .expect("layer unpacking panicked")?;
-        Ok(())
+        let pending =
+            tokio::task::spawn_blocking(move || st.extract_blob(&blob, compression, &diff))
+                .await
+                .expect("layer unpacking panicked")?;
+        Ok(Some(pending))
     }
 
     /// Pulls `r` into `store`: manifest, config, layers (downloaded in parallel and
@@ -791,26 +792,35 @@ impl RegistryClient {
                         &store,
                         &progress,
                     )
-                    .await?;
-                    let st = store.clone();
-                    tokio::task::spawn_blocking(move || st.sync())
-                        .await
-                        .expect("sync panicked")?;
-                    progress(&Progress::Extracted {
-                        digest: desc.digest.clone(),
-                    });
-                    Ok::<_, RegistryError>(LayerRecord {
-                        blob: desc.digest.clone(),
-                        media_type: desc.media_type.clone(),
-                        size: desc.size,
-                        diff_id: diff_id.clone(),
+                    .await
+                    .map(|pending| {
+                        progress(&Progress::Extracted {
+                            digest: desc.digest.clone(),
+                        });
+                        let layer = LayerRecord {
+                            blob: desc.digest.clone(),
+                            media_type: desc.media_type.clone(),
+                            size: desc.size,
+                            diff_id: diff_id.clone(),
+                        };
+                        (layer, pending)
                     })
                 }
             });
-        let layers: Vec<LayerRecord> = futures_util::stream::iter(jobs)
-            .buffered(self.opts.parallel_downloads.max(1))
-            .try_collect()
-            .await?;
+        let fetched_layers: Vec<(LayerRecord, Option<PendingLayer>)> =
+            futures_util::stream::iter(jobs)
+                .buffered(self.opts.parallel_downloads.max(1))
+                .try_collect()
+                .await?;
+        // Every new layer goes into place after one syncfs for all of them.
+        let (layers, pending): (Vec<LayerRecord>, Vec<Option<PendingLayer>>) =
+            fetched_layers.into_iter().unzip();
+        let st = store.clone();
+        tokio::task::spawn_blocking(move || {
+            st.commit_layers(pending.into_iter().flatten().collect())
+        })
+        .await
+        .expect("committing layers panicked")?;
         store.put_blob(&fetched.bytes, &fetched.digest)?;
         let record = ImageRecord {
             id: manifest.config.digest.clone(),
