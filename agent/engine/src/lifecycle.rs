@@ -89,18 +89,19 @@ impl RecordsWatch {
             changed: Condvar::new(),
             active: std::sync::atomic::AtomicBool::new(false),
         });
+        let dir = root.join(crate::records::RECORDS_DIR);
         let watch = inotify::init(inotify::CreateFlags::CLOEXEC).and_then(|fd| {
             inotify::add_watch(
                 &fd,
-                root,
-                inotify::WatchFlags::MOVED_TO | inotify::WatchFlags::CLOSE_WRITE,
+                &dir,
+                inotify::WatchFlags::MOVED_TO | inotify::WatchFlags::DELETE,
             )?;
             Ok(fd)
         });
         let fd = match watch {
             Ok(fd) => fd,
             Err(e) => {
-                tracing::warn!(root = %root.display(), error = %e, "no inotify watch on the records; polling");
+                tracing::warn!(dir = %dir.display(), error = %e, "no inotify watch on the records; polling");
                 return w;
             }
         };
@@ -115,7 +116,9 @@ impl RecordsWatch {
                     Ok(ev) => {
                         ev.events().contains(inotify::ReadFlags::QUEUE_OVERFLOW)
                             || ev.file_name().is_some_and(|n| {
-                                n.to_bytes() == crate::records::RECORDS_FILE.as_bytes()
+                                // A record put in place or removed (not a temp file).
+                                n.to_bytes().ends_with(b".json")
+                                    && !n.to_bytes().starts_with(b".tmp-")
                             })
                     }
                     Err(rustix::io::Errno::INTR) => continue,

@@ -1,6 +1,8 @@
-//! Container records: what `docker ps -a` and `docker inspect` show, kept in
-//! `ROOT/containers.json`, written atomically under the store's lock. The monitor
-//! of each container writes its state (running, exit code) into the same file.
+//! Container records: what `docker ps -a` and `docker inspect` show, one file per
+//! container in `ROOT/records/<id>.json`, written atomically under the store's
+//! lock. The monitor of each container writes its state (running, exit code) into
+//! its file. One file per container keeps a state change O(1): a single file of
+//! all records made every start read and rewrite them all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -15,8 +17,9 @@ use crate::spec::{Device, Limits, MountKind, MountSpec, NetworkMode, RunOpts, Se
 use crate::store::{Store, StoreError};
 use crate::volume::{VolumeSpec, Volumes};
 
-pub(crate) const RECORDS_FILE: &str = "containers.json";
-const RECORDS_VERSION: u32 = 1;
+/// One `<id>.json` per container.
+pub(crate) const RECORDS_DIR: &str = "records";
+const LEGACY_RECORDS_FILE: &str = "containers.json";
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -428,8 +431,10 @@ impl ContainerRecord {
     }
 }
 
+/// The single records file of earlier versions; split into [`RECORDS_DIR`] when
+/// a store that still has it is opened.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Records {
+struct LegacyRecords {
     version: u32,
     containers: BTreeMap<String, ContainerRecord>,
 }
@@ -458,16 +463,18 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-fn find<'a>(r: &'a Records, key: &str) -> Result<&'a ContainerRecord, RecordError> {
+fn find<'a>(
+    all: &'a BTreeMap<String, ContainerRecord>,
+    key: &str,
+) -> Result<&'a ContainerRecord, RecordError> {
     let key = key.strip_prefix('/').unwrap_or(key);
-    if let Some(c) = r.containers.get(key) {
+    if let Some(c) = all.get(key) {
         return Ok(c);
     }
-    if let Some(c) = r.containers.values().find(|c| c.name == key) {
+    if let Some(c) = all.values().find(|c| c.name == key) {
         return Ok(c);
     }
-    let hits: Vec<_> = r
-        .containers
+    let hits: Vec<_> = all
         .values()
         .filter(|c| !key.is_empty() && c.id.starts_with(key))
         .collect();
@@ -478,35 +485,94 @@ fn find<'a>(r: &'a Records, key: &str) -> Result<&'a ContainerRecord, RecordErro
     }
 }
 
+/// Whether `id` is hex digits only (so safe as a file name, and not a temp file).
+fn hex_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `key` is a whole container ID.
+fn full_id(key: &str) -> bool {
+    key.len() == 64 && hex_id(key)
+}
+
 impl Store {
-    fn records_path(&self) -> PathBuf {
-        self.root().join(RECORDS_FILE)
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.root().join(RECORDS_DIR).join(format!("{id}.json"))
     }
 
-    fn load_records(&self) -> Result<Records, StoreError> {
-        let p = self.records_path();
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::Metadata {
-                path: p.clone(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Records {
-                version: RECORDS_VERSION,
-                ..Default::default()
-            }),
+    /// One record file; `None` if there is none.
+    fn read_record(&self, p: &Path) -> Result<Option<ContainerRecord>, StoreError> {
+        match std::fs::read(p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|source| StoreError::Metadata {
+                    path: p.into(),
+                    source,
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Io {
                 op: "reading",
-                path: p,
+                path: p.into(),
                 source,
             }),
         }
     }
 
-    /// `durable`: done only once the new records would survive a crash; without,
-    /// a crash may leave the records before this change (never a torn file).
-    fn save_records(&self, r: &Records, durable: bool) -> Result<(), StoreError> {
-        let p = self.records_path();
-        let bytes = serde_json::to_vec_pretty(r).map_err(|source| StoreError::Metadata {
+    /// Every record, by ID. A record removed while this reads is left out.
+    fn load_records(&self) -> Result<BTreeMap<String, ContainerRecord>, StoreError> {
+        let dir = self.root().join(RECORDS_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    op: "reading",
+                    path: dir,
+                    source,
+                })
+            }
+        };
+        let mut all = BTreeMap::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StoreError::Io {
+                op: "reading",
+                path: dir.clone(),
+                source,
+            })?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !hex_id(id) {
+                continue; // a temp file of a write in progress
+            }
+            if let Some(rec) = self.read_record(&entry.path())? {
+                all.insert(id.to_string(), rec);
+            }
+        }
+        Ok(all)
+    }
+
+    /// The record for `key`: a whole ID is one file read; a name or a prefix
+    /// reads them all.
+    fn lookup(&self, key: &str) -> Result<ContainerRecord, RecordError> {
+        let bare = key.strip_prefix('/').unwrap_or(key);
+        if full_id(bare) {
+            if let Some(rec) = self.read_record(&self.record_path(bare))? {
+                return Ok(rec);
+            }
+        }
+        find(&self.load_records()?, key).cloned()
+    }
+
+    /// `durable`: done only once the record would survive a crash; without, a
+    /// crash may leave the record as it was before (never a torn file).
+    fn save_record(&self, rec: &ContainerRecord, durable: bool) -> Result<(), StoreError> {
+        let p = self.record_path(&rec.id);
+        let bytes = serde_json::to_vec_pretty(rec).map_err(|source| StoreError::Metadata {
             path: p.clone(),
             source,
         })?;
@@ -522,16 +588,55 @@ impl Store {
         })
     }
 
+    /// Splits an earlier version's single records file into one file per
+    /// container, then removes it. Called when the store is opened.
+    pub(crate) fn migrate_records(&self) -> Result<(), StoreError> {
+        let legacy = self.root().join(LEGACY_RECORDS_FILE);
+        if !legacy.exists() {
+            return Ok(());
+        }
+        let _lock = self.lock()?;
+        let bytes = match std::fs::read(&legacy) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    op: "reading",
+                    path: legacy,
+                    source,
+                })
+            }
+        };
+        let old: LegacyRecords =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Metadata {
+                path: legacy.clone(),
+                source,
+            })?;
+        for rec in old.containers.values() {
+            self.save_record(rec, true)?;
+        }
+        std::fs::remove_file(&legacy).map_err(|source| StoreError::Io {
+            op: "removing",
+            path: legacy.clone(),
+            source,
+        })?;
+        tracing::info!(
+            containers = old.containers.len(),
+            "records split into one file per container"
+        );
+        Ok(())
+    }
+
     /// Every container record, oldest first.
     pub fn containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
-        let mut v: Vec<_> = self.load_records()?.containers.into_values().collect();
+        let mut v: Vec<_> = self.load_records()?.into_values().collect();
         v.sort_by(|a, b| a.created_ns.cmp(&b.created_ns).then(a.id.cmp(&b.id)));
         Ok(v)
     }
 
     /// A container by full ID, name or unique ID prefix.
     pub fn container(&self, key: &str) -> Result<ContainerRecord, RecordError> {
-        find(&self.load_records()?, key).cloned()
+        self.lookup(key)
     }
 
     /// Records a new container; its name must be free and valid. Durably, unless
@@ -545,19 +650,15 @@ impl Store {
         if !self.has_image(&rec.image_id)? {
             return Err(StoreError::NoSuchImage(rec.image.clone()).into());
         }
-        let mut r = self.load_records()?;
-        if let Some(other) = r.containers.values().find(|c| c.name == rec.name) {
+        if let Some(other) = self.load_records()?.values().find(|c| c.name == rec.name) {
             return Err(RecordError::NameInUse {
                 name: rec.name,
                 id: other.id.clone(),
             });
         }
-        r.version = RECORDS_VERSION;
         // An auto-removed container (`--rm`) is not waited for: after a crash it
         // would be removed anyway (see remove_auto_removed_record).
-        let durable = !rec.auto_remove;
-        r.containers.insert(rec.id.clone(), rec);
-        Ok(self.save_records(&r, durable)?)
+        Ok(self.save_record(&rec, !rec.auto_remove)?)
     }
 
     /// Read-modify-write of one record under the lock; returns the new record.
@@ -588,16 +689,10 @@ impl Store {
         durable: bool,
     ) -> Result<ContainerRecord, RecordError> {
         let _lock = self.lock()?;
-        let mut r = self.load_records()?;
-        let id = find(&r, key)?.id.clone();
-        let rec = r
-            .containers
-            .get_mut(&id)
-            .ok_or_else(|| RecordError::NoSuchContainer(key.into()))?;
-        f(rec);
-        let out = rec.clone();
-        self.save_records(&r, durable)?;
-        Ok(out)
+        let mut rec = self.lookup(key)?;
+        f(&mut rec);
+        self.save_record(&rec, durable)?;
+        Ok(rec)
     }
 
     /// Forgets a container record (its files are removed by the caller first).
@@ -614,18 +709,31 @@ impl Store {
 
     fn forget_container(&self, id: &str, durable: bool) -> Result<(), RecordError> {
         let _lock = self.lock()?;
-        let mut r = self.load_records()?;
-        if r.containers.remove(id).is_none() {
+        let p = self.record_path(id);
+        if !hex_id(id) || !p.exists() {
             return Err(RecordError::NoSuchContainer(id.into()));
         }
-        Ok(self.save_records(&r, durable)?)
+        std::fs::remove_file(&p).map_err(|source| StoreError::Io {
+            op: "removing",
+            path: p.clone(),
+            source,
+        })?;
+        if durable {
+            crate::fsutil::sync_dir(&self.root().join(RECORDS_DIR)).map_err(|source| {
+                StoreError::Io {
+                    op: "syncing",
+                    path: self.root().join(RECORDS_DIR),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Image IDs that some container (in any state) was created from. Call with the lock held.
     pub(crate) fn images_in_use(&self) -> Result<BTreeSet<Digest>, StoreError> {
         Ok(self
             .load_records()?
-            .containers
             .values()
             .map(|c| c.image_id.clone())
             .collect())
@@ -712,5 +820,37 @@ mod tests {
         assert!(p("always").start_on_boot(true));
         assert!(RestartPolicy::parse("sometimes", 0).is_err());
         assert!(RestartPolicy::parse("on-failure:x", 0).is_err());
+    }
+
+    #[test]
+    fn a_single_records_file_is_split_into_one_file_per_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "ab".repeat(32);
+        let legacy = LegacyRecords {
+            version: 1,
+            containers: [(id.clone(), rec(&id, "old"))].into(),
+        };
+        std::fs::write(
+            dir.path().join(LEGACY_RECORDS_FILE),
+            serde_json::to_vec(&legacy).unwrap(),
+        )
+        .unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!dir.path().join(LEGACY_RECORDS_FILE).exists());
+        assert!(dir
+            .path()
+            .join(RECORDS_DIR)
+            .join(format!("{id}.json"))
+            .is_file());
+        assert_eq!(s.container("old").unwrap().id, id);
+        assert_eq!(s.container(&id).unwrap().name, "old");
+        s.update_container(&id, |r| r.state.exit_code = 7).unwrap();
+        assert_eq!(s.containers().unwrap()[0].state.exit_code, 7);
+        s.remove_container_record(&id).unwrap();
+        assert!(s.containers().unwrap().is_empty());
+        // A damaged legacy file is an error naming it, and stays for a person to see.
+        std::fs::write(dir.path().join(LEGACY_RECORDS_FILE), b"{").unwrap();
+        let e = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(LEGACY_RECORDS_FILE), "{e}");
     }
 }

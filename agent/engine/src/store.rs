@@ -141,14 +141,16 @@ impl Drop for StoreLock {
 impl Store {
     /// Opens (creating) a store at `root`.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for sub in ["blobs/sha256", "layers", "tmp"] {
+        for sub in ["blobs/sha256", "layers", "tmp", crate::records::RECORDS_DIR] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
         }
-        Ok(Self {
+        let store = Self {
             root: root.into(),
             limits: LayerLimits::default(),
-        })
+        };
+        store.migrate_records()?;
+        Ok(store)
     }
 
     /// Bounds every layer extraction (pull, load, import, commit) to `limits`.

@@ -82,10 +82,8 @@ fn twenty_containers_outlive_a_killed_daemon() {
     eprintln!(
         "daemon VmRSS with {N} running containers: {} KiB; one monitor: {} KiB",
         rss_kib(daemon_pid),
-        std::fs::read_to_string(root.join("containers.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-            .and_then(|v| v["containers"][&ids[2]]["state"]["monitor_pid"].as_u64())
+        common::record_file(&root, &ids[2])["state"]["monitor_pid"]
+            .as_u64()
             .map(|p| rss_kib(p as u32))
             .unwrap_or(0)
     );
@@ -111,18 +109,18 @@ fn twenty_containers_outlive_a_killed_daemon() {
     // The monitors record the exits (no daemon is needed for that).
     let start = Instant::now();
     loop {
-        let r: Value =
-            serde_json::from_slice(&std::fs::read(root.join("containers.json")).unwrap()).unwrap();
-        let exited = ids[..3]
+        let r: Vec<Value> = ids[..3]
             .iter()
-            .all(|id| r["containers"][id]["state"]["status"] == "exited");
+            .map(|id| common::record_file(&root, id))
+            .collect();
+        let exited = r.iter().all(|c| c["state"]["status"] == "exited");
         if exited {
-            assert_eq!(r["containers"][&ids[0]]["state"]["exit_code"], 137);
+            assert_eq!(r[0]["state"]["exit_code"], 137);
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "exits not recorded: {r}"
+            "exits not recorded: {r:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -701,18 +701,15 @@ impl Drop for EngineDaemon {
             self.take_down_bridge();
             return;
         }
-        let records: Value = std::fs::read(self.root.join("containers.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null);
-        for c in records["containers"].as_object().into_iter().flatten() {
-            if let Some(pid) = c.1["state"]["pid"].as_i64().filter(|p| *p > 0) {
+        for c in record_files(&self.root) {
+            if let Some(pid) = c["state"]["pid"].as_i64().filter(|p| *p > 0) {
                 // SAFETY: kill(2) on a pid this test's engine recorded.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
             // A paused container takes the SIGKILL only once thawed (the engine's
             // own freezer cgroup on a hybrid host).
-            let freezer = Path::new("/sys/fs/cgroup/freezer/basalt").join(c.0);
+            let freezer =
+                Path::new("/sys/fs/cgroup/freezer/basalt").join(c["id"].as_str().unwrap_or("-"));
             let _ = std::fs::write(freezer.join("freezer.state"), "THAWED");
         }
         std::thread::sleep(Duration::from_secs(2));
@@ -732,6 +729,24 @@ impl EngineDaemon {
                 .output();
         }
     }
+}
+
+/// Every container record of the store at `root` (`records/<id>.json`), as JSON.
+pub fn record_files(root: &Path) -> Vec<Value> {
+    std::fs::read_dir(root.join("records"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+/// The record of container `id` (Null if there is none).
+pub fn record_file(root: &Path, id: &str) -> Value {
+    std::fs::read(root.join("records").join(format!("{id}.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// A registry with a busybox image at `busybox:v1`, a registries.json that marks
