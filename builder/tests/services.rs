@@ -764,13 +764,14 @@ fn engine_runs_a_container_again_after_a_reboot_with_its_logs_in_the_journal() {
         assert!(Instant::now() < deadline, "the SSH forward did not come up");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let docker = std::process::Command::new("docker")
-        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
-        .args(["ps", "--format", "{{.Names}} {{.Image}} {{.Status}}"])
-        .output()
-        .expect("docker CLI (docker.io's client, ci/install-deps)");
-    let _ = fwd.kill();
-    let _ = fwd.wait();
+    let docker_cli = |args: &[&str]| {
+        std::process::Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+            .args(args)
+            .output()
+            .expect("docker CLI (docker.io's client, ci/install-deps)")
+    };
+    let docker = docker_cli(&["ps", "--format", "{{.Names}} {{.Image}} {{.Status}}"]);
     let listed = String::from_utf8_lossy(&docker.stdout);
     assert!(
         docker.status.success() && listed.starts_with(&format!("ticker {image} Up")),
@@ -809,6 +810,49 @@ fn engine_runs_a_container_again_after_a_reboot_with_its_logs_in_the_journal() {
         .parse()
         .unwrap();
     assert!((40..=50).contains(&current), "pids.current {current}");
+    // On cgroup2 crun pauses with the container's own cgroup.freeze, and stats
+    // read the same cgroup (the build machine tests the engine's v1 fallback).
+    let ok = |o: std::process::Output, what: &str| {
+        assert!(
+            o.status.success(),
+            "docker {what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(docker_cli(&["pause", "lim"]), "pause");
+    assert!(
+        h.ssh(&format!("cat {cg}/cgroup.events"))
+            .contains("frozen 1"),
+        "not frozen"
+    );
+    assert_eq!(
+        ok(
+            docker_cli(&["inspect", "-f", "{{.State.Status}}", "lim"]),
+            "inspect"
+        )
+        .trim(),
+        "paused"
+    );
+    ok(docker_cli(&["unpause", "lim"]), "unpause");
+    assert!(h
+        .ssh(&format!("cat {cg}/cgroup.events"))
+        .contains("frozen 0"));
+    let usage = ok(
+        docker_cli(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.MemUsage}} {{.PIDs}}",
+            "lim",
+        ]),
+        "stats",
+    );
+    assert!(usage.contains(" / 32MiB "), "docker stats: {usage}");
+    let pids: u32 = usage.split_whitespace().last().unwrap().parse().unwrap();
+    assert!((40..=50).contains(&pids), "docker stats: {usage}");
+    let _ = fwd.kill();
+    let _ = fwd.wait();
     h.ssh("basaltctl container rm -f lim");
     // A published port answers on the host.
     h.ssh(&format!(
