@@ -281,6 +281,14 @@ impl Crun {
     }
 }
 
+/// The config of a stored image.
+fn image_config(store: &Store, image: &ImageRecord) -> Result<ImageConfig, ContainerError> {
+    serde_json::from_slice(&store.read_blob(&image.id)?).map_err(|source| ContainerError::Config {
+        image: image.id.to_string(),
+        source,
+    })
+}
+
 /// A random 64-hex-digit container ID.
 pub fn new_container_id() -> Result<String, ContainerError> {
     let mut b = [0u8; 32];
@@ -369,13 +377,7 @@ impl Bundle {
         if dir.to_string_lossy().contains([',', ':']) {
             return Err(ContainerError::UnusablePath(dir));
         }
-        let config: ImageConfig =
-            serde_json::from_slice(&store.read_blob(&image.id)?).map_err(|source| {
-                ContainerError::Config {
-                    image: image.id.to_string(),
-                    source,
-                }
-            })?;
+        let config = image_config(store, image)?;
         std::fs::create_dir_all(dir.parent().unwrap_or(store.root()))
             .map_err(io_err("creating", &dir))?;
         std::fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
@@ -460,13 +462,7 @@ impl Bundle {
             return Ok(());
         }
         tracing::warn!(id = self.id, "config.json is damaged; writing it again");
-        let config: ImageConfig =
-            serde_json::from_slice(&store.read_blob(&image.id)?).map_err(|source| {
-                ContainerError::Config {
-                    image: image.id.to_string(),
-                    source,
-                }
-            })?;
+        let config = image_config(store, image)?;
         self.write_config(store, &config, &rec.spec.run_opts(store.root(), &self.id))
     }
 
