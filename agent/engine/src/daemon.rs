@@ -73,11 +73,22 @@ pub fn run(opts: DaemonOpts) -> anyhow::Result<i32> {
         tokio::task::spawn_blocking(move || {
             let watch = c.records_watch.clone();
             let mut seen = watch.generation();
+            let _ = watch.take_changed();
             c.reconcile(true);
+            let mut last_full = std::time::Instant::now();
             loop {
                 watch.wait_past(seen, RECONCILE_EVERY);
                 seen = watch.generation();
-                c.reconcile(false);
+                // A change looks at the records that changed; every second (a
+                // restart's backoff running out), or after an unknown change, all.
+                let changed = watch.take_changed();
+                match changed.filter(|_| last_full.elapsed() < RECONCILE_EVERY) {
+                    Some(ids) => c.reconcile_ids(&ids),
+                    None => {
+                        last_full = std::time::Instant::now();
+                        c.reconcile(false);
+                    }
+                }
             }
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -66,13 +66,16 @@ pub struct CreateOpts {
 }
 
 /// Announces changes to the container records: a monitor recording a start or
-/// an exit, or another request. An inotify watch on the store's directory sees
-/// each replacement of the records file, so a `wait` returns as soon as the
+/// an exit, or another request. An inotify watch on the records directory sees
+/// each record put in place or removed, so a `wait` returns as soon as the
 /// monitor has recorded the exit instead of at the next poll. Without inotify,
 /// waiters fall back to polling every [`POLL`].
 pub struct RecordsWatch {
     generation: Mutex<u64>,
     changed: Condvar,
+    /// The IDs whose records changed since [`RecordsWatch::take_changed`] last
+    /// looked; `None` once a change may have been missed (a full queue).
+    changed_ids: Mutex<Option<std::collections::BTreeSet<String>>>,
     /// Whether inotify announces changes; waiters then look again only every
     /// [`WATCHED_POLL`] (for their own reasons: a client that left, a timeout).
     active: std::sync::atomic::AtomicBool,
@@ -87,6 +90,7 @@ impl RecordsWatch {
         let w = Arc::new(Self {
             generation: Mutex::new(0),
             changed: Condvar::new(),
+            changed_ids: Mutex::new(Some(Default::default())),
             active: std::sync::atomic::AtomicBool::new(false),
         });
         let dir = root.join(crate::records::RECORDS_DIR);
@@ -111,16 +115,19 @@ impl RecordsWatch {
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
             let mut reader = inotify::Reader::new(&fd, &mut buf);
             loop {
-                let ours = match reader.next() {
-                    // An overflowed queue may have dropped ours: count it as a change.
-                    Ok(ev) => {
-                        ev.events().contains(inotify::ReadFlags::QUEUE_OVERFLOW)
-                            || ev.file_name().is_some_and(|n| {
-                                // A record put in place or removed (not a temp file).
-                                n.to_bytes().ends_with(b".json")
-                                    && !n.to_bytes().starts_with(b".tmp-")
-                            })
+                // A record put in place or removed (not a temp file): its ID;
+                // an overflowed queue may have dropped some: all of them.
+                let changed: Option<Option<String>> = match reader.next() {
+                    Ok(ev) if ev.events().contains(inotify::ReadFlags::QUEUE_OVERFLOW) => {
+                        Some(None)
                     }
+                    Ok(ev) => ev.file_name().and_then(|n| {
+                        let n = n.to_str().ok()?;
+                        let id = n
+                            .strip_suffix(".json")
+                            .filter(|_| !n.starts_with(".tmp-"))?;
+                        Some(Some(id.to_string()))
+                    }),
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "reading the records watch; polling");
@@ -131,13 +138,34 @@ impl RecordsWatch {
                     }
                 };
                 let Some(w) = weak.upgrade() else { return };
-                if ours {
+                if let Some(id) = changed {
+                    {
+                        let mut ids = w.changed_ids.lock().unwrap_or_else(|e| e.into_inner());
+                        match (ids.as_mut(), id) {
+                            (Some(set), Some(id)) => {
+                                set.insert(id);
+                            }
+                            _ => *ids = None,
+                        }
+                    }
                     *w.generation.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                     w.changed.notify_all();
                 }
             }
         });
         w
+    }
+
+    /// The IDs whose records changed since the last call, or `None` if that is
+    /// not known (no inotify, or a change may have been missed): look at all.
+    pub fn take_changed(&self) -> Option<std::collections::BTreeSet<String>> {
+        if !self.active.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        self.changed_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(Default::default())
     }
 
     /// A counter that moves on every change; read it before looking at the records.
@@ -739,64 +767,76 @@ impl Containers {
             return;
         };
         for rec in all {
-            let lock = self.lock_for(&rec.id);
-            let Ok(_g) = lock.try_lock() else {
-                continue; // someone is starting, stopping or removing it
-            };
-            let Ok(rec) = self.store.container(&rec.id) else {
-                continue;
-            };
-            if rec.running() {
-                if monitor::monitor_alive(&rec) {
-                    continue;
-                }
-                // The monitor is gone (a reboot, or it was killed): so is the container.
-                tracing::warn!(id = rec.id, "monitor gone; marking the container exited");
-                let _ = self.store.update_container(&rec.id, |r| {
-                    r.state.status = Status::Exited;
-                    r.state.paused = false;
-                    r.state.pid = 0;
-                    r.state.exit_code = 255;
-                    r.state.finished_ns = now_ns();
-                });
-                continue; // handled on the next pass
+            self.reconcile_one(&rec.id, daemon_start);
+        }
+    }
+
+    /// [`Containers::reconcile`] of the containers `ids` only (those whose
+    /// records changed), so a change costs one record, not all of them.
+    pub fn reconcile_ids(&self, ids: &std::collections::BTreeSet<String>) {
+        for id in ids {
+            self.reconcile_one(id, false);
+        }
+    }
+
+    fn reconcile_one(&self, id: &str, daemon_start: bool) {
+        let lock = self.lock_for(id);
+        let Ok(_g) = lock.try_lock() else {
+            return; // someone is starting, stopping or removing it
+        };
+        let Ok(rec) = self.store.container(id) else {
+            return;
+        };
+        if rec.running() {
+            if monitor::monitor_alive(&rec) {
+                return;
             }
-            if rec.state.status != Status::Exited {
-                continue;
+            // The monitor is gone (a reboot, or it was killed): so is the container.
+            tracing::warn!(id = rec.id, "monitor gone; marking the container exited");
+            let _ = self.store.update_container(&rec.id, |r| {
+                r.state.status = Status::Exited;
+                r.state.paused = false;
+                r.state.pid = 0;
+                r.state.exit_code = 255;
+                r.state.finished_ns = now_ns();
+            });
+            return; // handled on the next pass
+        }
+        if rec.state.status != Status::Exited {
+            return;
+        }
+        if rec.auto_remove {
+            // As Docker's --rm, with the container's anonymous volumes.
+            if let Err(e) = self.remove_locked(&rec.id, false, true) {
+                tracing::warn!(id = rec.id, error = %e, "auto-removing");
             }
-            if rec.auto_remove {
-                // As Docker's --rm, with the container's anonymous volumes.
-                if let Err(e) = self.remove_locked(&rec.id, false, true) {
-                    tracing::warn!(id = rec.id, error = %e, "auto-removing");
-                }
-                continue;
-            }
-            let p = &rec.restart_policy;
-            let s = &rec.state;
-            let restart = if daemon_start {
-                p.start_on_boot(s.stopped_by_user)
-                    || p.should_restart(s.exit_code, s.restart_count, s.stopped_by_user)
-            } else {
-                p.should_restart(s.exit_code, s.restart_count, s.stopped_by_user)
-            };
-            if !restart {
-                continue;
-            }
-            // Back off when it keeps exiting quickly.
-            let ran = s.finished_ns.saturating_sub(s.started_ns);
-            let delay = if ran > BACKOFF_MAX.as_nanos() as u64 {
-                BACKOFF_BASE
-            } else {
-                (BACKOFF_BASE * 2u32.saturating_pow(s.restart_count.min(10))).min(BACKOFF_MAX)
-            };
-            if !daemon_start && now_ns() < s.finished_ns + delay.as_nanos() as u64 {
-                continue;
-            }
-            // Counted by the monitor as it records the run (see monitor::spawn).
-            match self.start_locked_counting(&rec.id, true) {
-                Ok(_) => tracing::info!(id = rec.id, policy = p.name, "restarted"),
-                Err(e) => tracing::warn!(id = rec.id, error = %e, "restarting"),
-            }
+            return;
+        }
+        let p = &rec.restart_policy;
+        let s = &rec.state;
+        let restart = if daemon_start {
+            p.start_on_boot(s.stopped_by_user)
+                || p.should_restart(s.exit_code, s.restart_count, s.stopped_by_user)
+        } else {
+            p.should_restart(s.exit_code, s.restart_count, s.stopped_by_user)
+        };
+        if !restart {
+            return;
+        }
+        // Back off when it keeps exiting quickly.
+        let ran = s.finished_ns.saturating_sub(s.started_ns);
+        let delay = if ran > BACKOFF_MAX.as_nanos() as u64 {
+            BACKOFF_BASE
+        } else {
+            (BACKOFF_BASE * 2u32.saturating_pow(s.restart_count.min(10))).min(BACKOFF_MAX)
+        };
+        if !daemon_start && now_ns() < s.finished_ns + delay.as_nanos() as u64 {
+            return;
+        }
+        // Counted by the monitor as it records the run (see monitor::spawn).
+        match self.start_locked_counting(&rec.id, true) {
+            Ok(_) => tracing::info!(id = rec.id, policy = p.name, "restarted"),
+            Err(e) => tracing::warn!(id = rec.id, error = %e, "restarting"),
         }
     }
 }
