@@ -820,12 +820,19 @@ fn engine_runs_a_container_again_after_a_reboot_with_its_logs_in_the_journal() {
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
+    let frozen_becomes = |want: &str| {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let events = h.ssh(&format!("cat {cg}/cgroup.events"));
+            if events.lines().any(|l| l == format!("frozen {want}")) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not frozen {want}: {events}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
     ok(docker_cli(&["pause", "lim"]), "pause");
-    assert!(
-        h.ssh(&format!("cat {cg}/cgroup.events"))
-            .contains("frozen 1"),
-        "not frozen"
-    );
+    frozen_becomes("1");
     assert_eq!(
         ok(
             docker_cli(&["inspect", "-f", "{{.State.Status}}", "lim"]),
@@ -835,9 +842,7 @@ fn engine_runs_a_container_again_after_a_reboot_with_its_logs_in_the_journal() {
         "paused"
     );
     ok(docker_cli(&["unpause", "lim"]), "unpause");
-    assert!(h
-        .ssh(&format!("cat {cg}/cgroup.events"))
-        .contains("frozen 0"));
+    frozen_becomes("0");
     let usage = ok(
         docker_cli(&[
             "stats",
