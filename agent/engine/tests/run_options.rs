@@ -244,6 +244,9 @@ fn limits_are_in_the_spec() {
     assert_eq!(r["pids"]["limit"], 100);
     assert_eq!(spec["root"]["readonly"], true);
     assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    // --keep left the bundle and its rootfs mounted: unmount it, or the test's
+    // temporary directory can't be removed and the mount outlives the test.
+    rustix::mount::unmount(dir.join("rootfs"), rustix::mount::UnmountFlags::DETACH).unwrap();
     let (code, _, err) = run(&e, &["-m", "lots"], "true");
     assert_eq!(code, 1);
     assert!(err.contains("--memory \"lots\""), "{err}");
