@@ -40,14 +40,19 @@ fn v1_dir(controller: &str, id: &str) -> Option<PathBuf> {
 /// The engine's v1 cgroups of one container.
 ///
 /// Moving a task into a cgroup first waits for an RCU grace period when no other
-/// move happened in the last one (the kernel's cgroup threadgroup lock): 6-20 ms
-/// on this build machine, longer than `crun create` itself. So the monitor makes
-/// the cgroups and moves crun into them while crun creates the container
-/// ([`V1Cgroups::prepare`] and [`V1Cgroups::enter`], in a thread): the container's
-/// init, cloned later by crun, is born in them, and [`V1Cgroups::settle`] moves it
-/// only if crun was not moved in time. The daemon also starts a no-op move when
-/// a container is created or started ([`warm_moves`]), so the grace period is
-/// usually over before the monitor's moves come.
+/// move happened in the last one (the kernel's cgroup threadgroup lock): 8-20 ms
+/// on this build machine, longer than `crun run` itself. The daemon keeps moves
+/// fast while containers are created and started ([`warm_moves`]).
+///
+/// Two ways in, by how crun is run:
+/// - `crun run --detach` (no client to wait for): the container's command runs as
+///   soon as crun has made it, so crun moves itself in between fork and exec
+///   ([`V1Cgroups::open_procs`], [`V1Cgroups::enter_self`]), and everything it
+///   clones is born inside;
+/// - `crun create`, then `crun start`: crun is moved in while it works
+///   ([`V1Cgroups::prepare`] and [`V1Cgroups::enter`], in a thread), and
+///   [`V1Cgroups::settle`] moves the init before the start if crun was not moved
+///   in time.
 #[derive(Clone, Debug)]
 pub struct V1Cgroups {
     id: String,
@@ -88,6 +93,33 @@ impl V1Cgroups {
         Ok(())
     }
 
+    /// The cgroups' `cgroup.procs`, open for writing: a process forked later
+    /// writes "0" to each to move itself in before it execs
+    /// ([`V1Cgroups::enter_self`]).
+    pub fn open_procs(&self) -> std::io::Result<Vec<std::fs::File>> {
+        self.dirs
+            .iter()
+            .map(|(_, dir)| {
+                std::fs::File::options()
+                    .write(true)
+                    .open(dir.join("cgroup.procs"))
+            })
+            .collect()
+    }
+
+    /// Moves the calling process into the cgroups whose `cgroup.procs` are
+    /// `procs` ([`V1Cgroups::open_procs`]). Async-signal-safe: for use between
+    /// fork and exec.
+    pub fn enter_self(procs: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+        for fd in procs {
+            // SAFETY: a write of two bytes from a static buffer to an open fd.
+            if unsafe { libc::write(*fd, b"0\n".as_ptr().cast(), 2) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
     /// Moves the container's init `pid` into the cgroups it is not in yet.
     pub fn settle(&self, pid: u32) {
         let own = format!("/{V1_PARENT}/{}", self.id);
@@ -108,24 +140,51 @@ impl V1Cgroups {
     }
 }
 
-/// Starts, in the background, a move of this process into the v1 cgroup it is
-/// already in: nothing moves, but the kernel's cgroup threadgroup lock passes its
-/// grace period now, and moves in the next grace period or so (a container about
-/// to start) do not wait for one. One at a time; only on a hybrid host, where the
-/// engine moves containers into its own v1 cgroups.
+/// How long [`warm_moves`] keeps moves fast after it is called: a `docker run`'s
+/// create, start and the monitor's moves all come within it.
+const WARM_FOR: Duration = Duration::from_millis(150);
+/// How often it moves meanwhile: well within one grace period.
+const WARM_EVERY: Duration = Duration::from_millis(2);
+
+/// Keeps cgroup moves fast for the next [`WARM_FOR`]: a background thread moves
+/// this process into the v1 cgroup it is already in every [`WARM_EVERY`].
+/// Nothing moves, but the kernel's cgroup threadgroup lock stays out of its idle
+/// state, in which the next move would first wait a whole RCU grace period
+/// (8-16 ms measured here, more than `crun run` itself). One thread at a time;
+/// only on a hybrid host, where the engine moves containers into its own v1
+/// cgroups (a cgroup2 host's crun clones the container into its cgroup).
 pub fn warm_moves() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    static UNTIL_US: AtomicU64 = AtomicU64::new(0);
     static RUNNING: AtomicBool = AtomicBool::new(false);
-    if crate::container::cgroup_layout() != crate::container::CgroupLayout::Hybrid
-        || RUNNING.swap(true, Ordering::SeqCst)
-    {
+    if crate::container::cgroup_layout() != crate::container::CgroupLayout::Hybrid {
         return;
     }
-    std::thread::spawn(|| {
-        if let Some(procs) = own_v1_procs("freezer") {
-            let _ = std::fs::write(procs, std::process::id().to_string());
+    let base = *BASE.get_or_init(Instant::now);
+    let now_us = move || base.elapsed().as_micros() as u64;
+    UNTIL_US.fetch_max(now_us() + WARM_FOR.as_micros() as u64, Ordering::SeqCst);
+    if RUNNING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    std::thread::spawn(move || {
+        let Some(procs) = own_v1_procs("freezer") else {
+            RUNNING.store(false, Ordering::SeqCst);
+            return;
+        };
+        let me = std::process::id().to_string();
+        loop {
+            while now_us() < UNTIL_US.load(Ordering::SeqCst) {
+                let _ = std::fs::write(&procs, &me);
+                std::thread::sleep(WARM_EVERY);
+            }
+            RUNNING.store(false, Ordering::SeqCst);
+            // A call that came after the last check and found the thread running.
+            if now_us() >= UNTIL_US.load(Ordering::SeqCst) || RUNNING.swap(true, Ordering::SeqCst) {
+                return;
+            }
         }
-        RUNNING.store(false, Ordering::SeqCst);
     });
 }
 

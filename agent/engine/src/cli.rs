@@ -149,7 +149,14 @@ enum Command {
     Inspect { container: String },
     /// The per-container monitor; the engine starts it, not users.
     #[command(hide = true)]
-    Monitor { id: String },
+    Monitor {
+        /// The container (required unless --spare).
+        #[arg(required_unless_present = "spare", conflicts_with = "spare")]
+        id: Option<String>,
+        /// Get ready, then take the container the daemon names on fd 4.
+        #[arg(long)]
+        spare: bool,
+    },
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCommand),
@@ -1087,7 +1094,8 @@ pub fn run() -> anyhow::Result<i32> {
             )?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        Command::Monitor { id } => return crate::monitor::run(&cli.root, id),
+        Command::Monitor { id: Some(id), .. } => return crate::monitor::run(&cli.root, id),
+        Command::Monitor { id: None, .. } => return crate::monitor::run_spare(&cli.root),
         Command::Network(c) => network_verb(&store, c)?,
         Command::Volume(c) => volume_verb(&store, c)?,
     }

@@ -299,7 +299,7 @@ pub fn new_container_id() -> Result<String, ContainerError> {
     Ok(hex::encode(b))
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && !id.starts_with('.')

@@ -48,6 +48,7 @@ pub fn run(opts: DaemonOpts) -> anyhow::Result<i32> {
     let store = Arc::new(Store::open(&opts.root)?.with_layer_limits(opts.registry.layer_limits()));
     let exe = std::env::current_exe().context("finding the basalt-engine binary")?;
     let containers = Arc::new(Containers::new(store.clone(), exe));
+    containers.refill_spare();
     let volumes = Arc::new(Volumes::open(&opts.root));
     let d = Arc::new(Daemon {
         store,

@@ -204,6 +204,8 @@ pub struct Containers {
     /// Containers a client attached to before they started (`docker run -it`):
     /// their next monitor waits for the client before the container runs.
     pending_attach: Mutex<std::collections::HashSet<String>>,
+    /// A monitor ready for the next start (see [`monitor::Spare`]).
+    spare: Arc<Mutex<Option<monitor::Spare>>>,
 }
 
 /// Docker's generated names: adjective_noun and a number, from the ID's bytes
@@ -232,7 +234,39 @@ impl Containers {
             locks: Mutex::new(HashMap::new()),
             removed: Mutex::new(HashMap::new()),
             pending_attach: Mutex::new(Default::default()),
+            spare: Default::default(),
         }
+    }
+
+    /// Launches a spare monitor in the background if there is none (see
+    /// [`monitor::Spare`]). A failure is logged: starts then spawn their own.
+    pub fn refill_spare(&self) {
+        if self
+            .spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return;
+        }
+        let (spare, exe, root) = (
+            self.spare.clone(),
+            self.exe.clone(),
+            self.store.root().to_path_buf(),
+        );
+        std::thread::spawn(move || {
+            match monitor::Spare::launch(&exe, &root) {
+                // A spare launched meanwhile by another call wins; this one
+                // exits when dropped (its pipe closes).
+                Ok(s) => {
+                    let mut slot = spare.lock().unwrap_or_else(|e| e.into_inner());
+                    if slot.is_none() {
+                        *slot = Some(s);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "launching a spare monitor"),
+            }
+        });
     }
 
     fn lock_for(&self, id: &str) -> Arc<Mutex<()>> {
@@ -325,13 +359,20 @@ impl Containers {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&rec.id);
-        monitor::spawn(
-            &self.exe,
-            self.store.root(),
-            &rec.id,
+        let opts = monitor::StartOpts {
             wait_attach,
             count_restart,
-        )?;
+        };
+        let root = self.store.root();
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let started = match spare.map(|s| s.start(root, &rec.id, opts)) {
+            Some(Ok(pid)) => Ok(pid),
+            Some(Err(Some(e))) => Err(e),
+            // No spare, or it was gone.
+            Some(Err(None)) | None => monitor::spawn(&self.exe, root, &rec.id, opts),
+        };
+        self.refill_spare();
+        started?;
         Ok(self.store.container(id)?)
     }
 
@@ -807,9 +848,15 @@ impl Containers {
         }
         if rec.auto_remove {
             // As Docker's --rm, with the container's anonymous volumes.
+            let t0 = Instant::now();
             if let Err(e) = self.remove_locked(&rec.id, false, true) {
                 tracing::warn!(id = rec.id, error = %e, "auto-removing");
             }
+            tracing::debug!(
+                id = rec.id,
+                elapsed_us = t0.elapsed().as_micros(),
+                "auto-removed"
+            );
             return;
         }
         let p = &rec.restart_policy;

@@ -1,13 +1,17 @@
 //! The per-container monitor, like podman's conmon. The engine re-executes its own
 //! binary as `basalt-engine monitor ID`, double-forked into a new session so that it
-//! is not the engine's child and outlives it. The monitor:
+//! is not the engine's child and outlives it. The daemon keeps one more ready
+//! (`monitor --spare`, see [`Spare`]) and names the container when it starts one.
+//! The monitor:
 //!
-//! 1. becomes a child subreaper, mounts the rootfs if needed and runs
-//!    `crun create` with pipes as the container's stdout and stderr, then `crun start`;
+//! 1. becomes a child subreaper, mounts the rootfs if needed and runs crun with
+//!    pipes as the container's stdout and stderr: `crun run --detach`, or, when a
+//!    client must attach before the command runs (`-i`, `-t`), `crun create`
+//!    and `crun start` once it has;
 //! 2. records the container as running and tells the engine the pid over a pipe;
 //! 3. copies each output line to `container.log` and to the journal;
-//! 4. reaps the container, deletes it from crun, unmounts the rootfs and records
-//!    the exit code.
+//! 4. reaps the container, unmounts the rootfs, records the exit code and
+//!    deletes the container from crun.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -72,8 +76,6 @@ pub fn monitor_alive(rec: &ContainerRecord) -> bool {
         && process_start(s.monitor_pid) == Some(s.monitor_start)
 }
 
-/// Starts a monitor for container `id` of the store at `root` and waits until the
-/// container runs; returns the container's pid.
 /// Set by a restart policy's start: the monitor counts the restart in the same
 /// record update that marks the container running, so no reader sees the new
 /// run with the old count, nor the old exit with the new one.
@@ -82,19 +84,32 @@ const COUNT_RESTART_ENV: &str = "BASALT_ENGINE_COUNT_RESTART";
 /// Held by a container's monitor for its whole life, in the container's directory.
 const MONITOR_LOCK: &str = "monitor.lock";
 
-pub fn spawn(
-    exe: &Path,
-    root: &Path,
-    id: &str,
-    wait_attach: bool,
-    count_restart: bool,
-) -> Result<u32, MonitorError> {
+/// How a monitor starts its container.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartOpts {
+    /// A client attached before the start (`docker run -it`): the container's
+    /// command waits until it has connected to the attach socket.
+    pub wait_attach: bool,
+    /// A restart policy's start, counted in RestartCount.
+    pub count_restart: bool,
+}
+
+impl StartOpts {
+    fn from_env() -> Self {
+        Self {
+            wait_attach: std::env::var_os(console::WAIT_ATTACH_ENV).is_some(),
+            count_restart: std::env::var_os(COUNT_RESTART_ENV).is_some(),
+        }
+    }
+}
+
+/// Starts a monitor for container `id` of the store at `root` and waits until the
+/// container runs; returns the container's pid.
+pub fn spawn(exe: &Path, root: &Path, id: &str, opts: StartOpts) -> Result<u32, MonitorError> {
     let spawn_err = |source| MonitorError::Spawn {
         id: id.into(),
         source,
     };
-    let (sync_r, sync_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| spawn_err(e.into()))?;
     let log_path = root.join("containers").join(id).join(MONITOR_LOG);
     let log = std::fs::File::options()
         .create(true)
@@ -102,38 +117,50 @@ pub fn spawn(
         .open(&log_path)
         .map_err(spawn_err)?;
     let mut cmd = Command::new(exe);
-    // Readiness is the daemon's to report, not a monitor's (nor crun's).
-    cmd.env_remove("NOTIFY_SOCKET");
-    cmd.arg("--root")
-        .arg(root)
-        .arg("monitor")
-        .arg(id)
-        .stdin(Stdio::null())
-        .env_remove(console::WAIT_ATTACH_ENV)
-        .stdout(log.try_clone().map_err(spawn_err)?)
-        .stderr(log);
-    if wait_attach {
+    cmd.arg("--root").arg(root).arg("monitor").arg(id);
+    cmd.stdout(log.try_clone().map_err(spawn_err)?).stderr(log);
+    if opts.wait_attach {
         cmd.env(console::WAIT_ATTACH_ENV, "1");
     }
-    cmd.env_remove(COUNT_RESTART_ENV);
-    if count_restart {
+    if opts.count_restart {
         cmd.env(COUNT_RESTART_ENV, "1");
     }
+    let reports = launch(cmd, None).map_err(spawn_err)?;
+    await_report(reports, root, id)
+}
+
+/// Runs `cmd` (a monitor) detached from the engine: double-forked into a new
+/// session, with the write end of a new report pipe as its fd 3, `commands` (a
+/// spare's) as its fd 4, and nothing else the engine has open. Returns the
+/// report pipe's read end.
+fn launch(mut cmd: Command, commands: Option<&OwnedFd>) -> std::io::Result<OwnedFd> {
+    let (sync_r, sync_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // Above the fds the child sets (3 and 4), so that neither dup2 overwrites
+    // the other's source.
+    let sync_w = rustix::io::fcntl_dupfd_cloexec(&sync_w, 10)?;
+    let commands = commands
+        .map(|c| rustix::io::fcntl_dupfd_cloexec(c, 10))
+        .transpose()?;
+    // Readiness is the daemon's to report, not a monitor's (nor crun's).
+    cmd.env_remove("NOTIFY_SOCKET").stdin(Stdio::null());
     let w = sync_w.as_raw_fd();
+    let c = commands.as_ref().map(|c| c.as_raw_fd());
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            // The sync pipe becomes fd 3 of the monitor (dup2 clears close-on-exec).
-            if w == 3 {
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            } else if libc::dup2(w, 3) < 0 {
+            // The pipes become fds 3 and 4 (dup2 clears close-on-exec).
+            if libc::dup2(w, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            let keep = match c {
+                Some(c) if libc::dup2(c, 4) < 0 => return Err(std::io::Error::last_os_error()),
+                Some(_) => 5u32,
+                None => 4u32,
+            };
             // Nothing else the engine has open goes with it: a monitor lives as long
             // as its container and must not hold the daemon's sockets, or a lock
             // whoever started the daemon held (close_range, Linux 5.9).
-            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+            libc::syscall(libc::SYS_close_range, keep, u32::MAX, 0u32);
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -146,10 +173,22 @@ pub fn spawn(
             }
         });
     }
-    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let mut child = cmd.spawn()?;
     drop(sync_w);
-    child.wait().map_err(spawn_err)?;
-    let message = read_with_timeout(sync_r, START_TIMEOUT).map_err(spawn_err)?;
+    drop(commands);
+    child.wait()?;
+    Ok(sync_r)
+}
+
+/// Waits for a monitor's report on `reports`: the container's pid, or why it did
+/// not start.
+fn await_report(reports: OwnedFd, root: &Path, id: &str) -> Result<u32, MonitorError> {
+    let log_path = root.join("containers").join(id).join(MONITOR_LOG);
+    let message =
+        read_with_timeout(reports, START_TIMEOUT).map_err(|source| MonitorError::Spawn {
+            id: id.into(),
+            source,
+        })?;
     let message = message.trim();
     if let Some(pid) = message.strip_prefix("ok ") {
         return pid.parse().map_err(|_| MonitorError::Start {
@@ -173,6 +212,53 @@ pub fn spawn(
         id: id.into(),
         detail,
     })
+}
+
+/// A monitor started before it is needed (`basalt-engine monitor --spare`): it
+/// has exec'd, left the engine's cgroup and become a subreaper, and waits on a
+/// pipe for the container to start. The daemon keeps one, so a start does not
+/// wait for a process to be made (about 2.5 ms of `docker run`). It exits when
+/// the pipe closes (the daemon stops, or drops it).
+pub struct Spare {
+    commands: std::fs::File,
+    reports: OwnedFd,
+}
+
+impl Spare {
+    /// Launches a spare monitor for the store at `root`; its own messages, until
+    /// it has a container, go to the engine's stderr.
+    pub fn launch(exe: &Path, root: &Path) -> std::io::Result<Self> {
+        let (cmd_r, cmd_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("--root").arg(root).arg("monitor").arg("--spare");
+        cmd.env_remove(console::WAIT_ATTACH_ENV)
+            .env_remove(COUNT_RESTART_ENV);
+        let reports = launch(cmd, Some(&cmd_r))?;
+        Ok(Self {
+            commands: std::fs::File::from(cmd_w),
+            reports,
+        })
+    }
+
+    /// Has the spare start container `id`, as [`spawn`] would. `Err(None)`: the
+    /// spare is gone and was told nothing (the caller spawns a monitor instead).
+    pub fn start(
+        mut self,
+        root: &Path,
+        id: &str,
+        opts: StartOpts,
+    ) -> Result<u32, Option<MonitorError>> {
+        let line = format!(
+            "{id} {} {}\n",
+            u8::from(opts.wait_attach),
+            u8::from(opts.count_restart)
+        );
+        if self.commands.write_all(line.as_bytes()).is_err() {
+            return Err(None);
+        }
+        drop(self.commands);
+        await_report(self.reports, root, id).map_err(Some)
+    }
 }
 
 fn read_with_timeout(fd: OwnedFd, timeout: Duration) -> std::io::Result<String> {
@@ -285,13 +371,80 @@ impl Report {
     }
 }
 
-/// The `monitor` subcommand. Returns the process exit code.
+/// The `monitor ID` subcommand. Returns the process exit code.
 pub fn run(root: &Path, id: &str) -> anyhow::Result<i32> {
+    let ready = become_monitor();
+    run_for(root, id, StartOpts::from_env(), ready)
+}
+
+/// The `monitor --spare` subcommand: gets ready, then waits for the daemon to
+/// name a container on fd 4 ("ID WAIT_ATTACH COUNT_RESTART", see [`Spare`]) and
+/// runs as its monitor. Exits quietly if the daemon closes the pipe first.
+pub fn run_spare(root: &Path) -> anyhow::Result<i32> {
+    let ready = become_monitor();
+    // SAFETY: fd 4 is the command pipe handed over by `Spare::launch`.
+    let mut commands = unsafe { std::fs::File::from_raw_fd(4) };
+    let mut line = String::new();
+    let mut buf = [0u8; 256];
+    while !line.ends_with('\n') {
+        match commands.read(&mut buf) {
+            Ok(0) => return Ok(0),
+            Ok(n) => line.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("reading the spare monitor's command"),
+        }
+    }
+    drop(commands);
+    let mut f = line.split_whitespace();
+    let (Some(id), Some(wait), Some(count)) = (f.next(), f.next(), f.next()) else {
+        anyhow::bail!("bad command for a spare monitor: {line:?}");
+    };
+    if !crate::container::valid_id(id) {
+        anyhow::bail!("bad command for a spare monitor: {line:?}");
+    }
+    // From here on its messages go where a monitor's go.
+    let log_path = root.join("containers").join(id).join(MONITOR_LOG);
+    match std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+    {
+        Ok(log) => {
+            // SAFETY: dup2 of an open fd onto stdout and stderr.
+            unsafe {
+                libc::dup2(log.as_raw_fd(), 1);
+                libc::dup2(log.as_raw_fd(), 2);
+            }
+        }
+        Err(e) => tracing::warn!(path = %log_path.display(), error = %e, "no monitor log"),
+    }
+    let opts = StartOpts {
+        wait_attach: wait == "1",
+        count_restart: count == "1",
+    };
+    run_for(root, id, opts, ready)
+}
+
+/// What makes this process a monitor, before it knows its container: out of
+/// the engine service's cgroup, and the reaper of whatever its container leaves.
+fn become_monitor() -> Result<(), String> {
     // One malloc arena: a monitor lives as long as its container, and each of its
     // short-lived threads would otherwise leave an arena of its own resident.
     // SAFETY: mallopt before any other thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-    // SAFETY: fd 3 is the sync pipe handed over by `spawn` (or nothing at all).
+    crate::container::leave_service_cgroup("monitors")
+        .map_err(|e| format!("leaving the engine service's cgroup: {e}"))?;
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .map_err(|e| format!("becoming a child subreaper: {e}"))
+}
+
+fn run_for(
+    root: &Path,
+    id: &str,
+    opts: StartOpts,
+    ready: Result<(), String>,
+) -> anyhow::Result<i32> {
+    // SAFETY: fd 3 is the sync pipe handed over by `launch` (or nothing at all).
     let mut report = Report(
         if rustix::io::fcntl_getfd(unsafe { rustix::fd::BorrowedFd::borrow_raw(3) }).is_ok() {
             // Close-on-exec: netavark and the aardvark-dns it leaves running must
@@ -309,7 +462,10 @@ pub fn run(root: &Path, id: &str) -> anyhow::Result<i32> {
     let _lock = crate::fsutil::lock_file(&lock_path, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| tracing::warn!(path = %lock_path.display(), error = %e, "no monitor lock"))
         .ok();
-    match start(root, id) {
+    match ready
+        .map_err(anyhow::Error::msg)
+        .and_then(|()| start(root, id, opts))
+    {
         Ok(running) => {
             report.send(&format!("ok {}", running.pid));
             drop(report);
@@ -546,12 +702,8 @@ impl Drop for UndoCgroups<'_> {
     }
 }
 
-fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
+fn start(root: &Path, id: &str, opts: StartOpts) -> anyhow::Result<Running> {
     let t0 = std::time::Instant::now();
-    crate::container::leave_service_cgroup("monitors")
-        .context("leaving the engine service's cgroup")?;
-    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
-        .context("becoming a child subreaper")?;
     let store = Store::open(root)?;
     let rec = store.container(id)?;
     let image = store.resolve(&rec.image_id.to_string())?;
@@ -618,14 +770,20 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     let _ = std::fs::remove_file(&crun_log);
     let mut log_arg = std::ffi::OsString::from("--log=file:");
     log_arg.push(&crun_log);
-    let mut args: Vec<std::ffi::OsString> = vec![
-        log_arg,
-        "create".into(),
+    // With no client to wait for, crun creates and starts the container in one
+    // process (`crun run --detach`): one exec of crun less, about 4 ms.
+    let one_step = !interactive;
+    let verb = if one_step { "run" } else { "create" };
+    let mut args: Vec<std::ffi::OsString> = vec![log_arg, verb.into()];
+    if one_step {
+        args.push("--detach".into());
+    }
+    args.extend([
         "--bundle".into(),
         bundle.dir.clone().into(),
         "--pid-file".into(),
         pid_file.clone().into(),
-    ];
+    ]);
     if spec.tty {
         args.push("--console-socket".into());
         args.push(console_path.clone().into());
@@ -633,7 +791,8 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     args.push(rec.id.clone().into());
     tracing::debug!(
         elapsed_us = t0.elapsed().as_micros(),
-        "set up; running crun create"
+        verb,
+        "set up; running crun"
     );
     // Without a cgroup manager, the engine's own v1 cgroups (pause, stats).
     let own_cgroups = (crun.cgroup_manager == CgroupManager::Disabled
@@ -641,16 +800,36 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         .then(|| crate::cgroups::V1Cgroups::of(&rec.id));
     // Until the container runs, a failure removes them again.
     let mut undo_cgroups = UndoCgroups(own_cgroups.is_some().then_some(rec.id.as_str()));
-    let mut child = crun
-        .command(&args)
-        .stdin(stdin_r.map_or_else(Stdio::null, Stdio::from))
+    // In one step, the container's command runs as soon as crun has made it, so
+    // crun must be in the cgroups before it starts: it moves itself in between
+    // fork and exec. Otherwise the cgroups are made, and crun moved into them,
+    // while crun works (see V1Cgroups), and the init is settled before the start.
+    let procs = match (&own_cgroups, one_step) {
+        (Some(cg), true) => {
+            cg.prepare();
+            Some(
+                cg.open_procs()
+                    .context("opening the container's v1 cgroups")?,
+            )
+        }
+        _ => None,
+    };
+    let mut cmd = crun.command(&args);
+    cmd.stdin(stdin_r.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
+        .stderr(Stdio::from(err_w));
+    if let Some(files) = &procs {
+        let fds: Vec<std::os::fd::RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+        // SAFETY: enter_self makes only write(2) calls on fds open in the child.
+        unsafe {
+            cmd.pre_exec(move || crate::cgroups::V1Cgroups::enter_self(&fds));
+        }
+    }
+    let mut child = cmd
         .spawn()
-        .context("running crun create")?;
-    // The cgroups are made, and crun moved into them, while crun works (see
-    // V1Cgroups).
-    let entering = own_cgroups.clone().map(|cg| {
+        .with_context(|| format!("running crun {verb}"))?;
+    drop(procs);
+    let entering = own_cgroups.clone().filter(|_| !one_step).map(|cg| {
         let crun_pid = child.id();
         std::thread::spawn(move || {
             cg.prepare();
@@ -659,7 +838,9 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
             }
         })
     });
-    let status = child.wait().context("waiting for crun create")?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for crun {verb}"))?;
     if let Some(t) = entering {
         let _ = t.join();
     }
@@ -675,7 +856,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     }
     if !status.success() {
         let detail = std::fs::read_to_string(&crun_log).unwrap_or_default();
-        anyhow::bail!("crun create {}: {status}: {}", rec.id, detail.trim());
+        anyhow::bail!("crun {verb} {}: {status}: {}", rec.id, detail.trim());
     }
     let master = match console_thread {
         Some(t) => {
@@ -704,10 +885,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         }));
     }
     // A client attached before the start (`docker run -it`): let it connect first.
-    if interactive
-        && std::env::var_os(console::WAIT_ATTACH_ENV).is_some()
-        && !hub.wait_for_client(console::WAIT_ATTACH)
-    {
+    if interactive && opts.wait_attach && !hub.wait_for_client(console::WAIT_ATTACH) {
         tracing::warn!(id, "no client attached within {:?}", console::WAIT_ATTACH);
     }
     let pid: u32 = std::fs::read_to_string(&pid_file)
@@ -715,7 +893,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         .trim()
         .parse()
         .with_context(|| format!("parsing {}", pid_file.display()))?;
-    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "crun create done");
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), verb, "crun done");
     if let Some(cg) = &own_cgroups {
         cg.settle(pid);
     }
@@ -725,7 +903,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
         Some(a) => (Some(a.address), Some(a.network.gateway), a.ports.clone()),
         None => (None, None, Vec::new()),
     };
-    let count_restart = std::env::var_os(COUNT_RESTART_ENV).is_some();
+    let count_restart = opts.count_restart;
     let connected = attached.extras.clone();
     let record_running = || {
         store.update_container_run(id, |r| {
@@ -753,6 +931,9 @@ fn start(root: &Path, id: &str) -> anyhow::Result<Running> {
     // take a few ms). Nobody is told before both are done; if the start fails,
     // `run` marks the record exited with the error.
     let (started, recorded) = std::thread::scope(|sc| {
+        if one_step {
+            return (Ok(()), Ok(record_running()));
+        }
         let recording = sc.spawn(record_running);
         let started = crun.start(&rec.id);
         (started, recording.join())
@@ -821,7 +1002,9 @@ impl Running {
             }
         });
         self.attached.teardown();
+        tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "attachments undone");
         crate::cgroups::v1_remove(id);
+        tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "cgroups removed");
         if let Err(e) = self.bundle.unmount() {
             tracing::warn!(error = %e, "unmounting the rootfs");
         }

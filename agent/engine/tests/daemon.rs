@@ -1645,3 +1645,101 @@ fn a_container_started_again_right_after_its_exit_runs_each_time() {
     }
     assert!(!crun_state.exists());
 }
+
+/// The pids of the spare monitors of the store at `root` (`monitor --spare`).
+fn spare_monitors(root: &std::path::Path) -> Vec<u32> {
+    let want = format!("--root\0{}\0monitor\0--spare\0", root.display());
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&want))
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+fn wait_for_spare(root: &std::path::Path, not: &[u32]) -> u32 {
+    let start = Instant::now();
+    loop {
+        let spares = spare_monitors(root);
+        if let [one] = spares[..] {
+            if !not.contains(&one) {
+                return one;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no new spare monitor (saw {spares:?})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_spare_monitor_takes_the_next_start_and_the_command_starts_in_its_cgroups() {
+    if tools_missing() {
+        return;
+    }
+    let (_tmp, _reg, mut d, image) = daemon_with_busybox();
+    let root = d.root.clone();
+    // The daemon keeps one monitor ready; the next start is its.
+    let spare = wait_for_spare(&root, &[]);
+    let body = json!({"Image": image, "HostConfig": {"NetworkMode": "none"},
+        "Cmd": ["cat", "/proc/self/cgroup"]});
+    let first = d.run("first", body.clone());
+    d.wait_until(&first, 20, |v| v["State"]["Status"] == "exited");
+    assert_eq!(
+        common::record_file(&root, &first)["state"]["monitor_pid"],
+        spare,
+        "the start did not use the spare monitor"
+    );
+    // crun created and started the container in one step (no client to wait
+    // for): on this hybrid host crun moved itself into the container's v1
+    // cgroups before it exec'd, so the command's first instruction runs inside.
+    let hybrid = std::path::Path::new("/sys/fs/cgroup/unified").exists()
+        && std::path::Path::new("/sys/fs/cgroup/freezer").exists();
+    if hybrid {
+        let out = stdout_log(&d, &first);
+        let own = format!("/basalt/{first}");
+        for c in basalt_engine::cgroups::V1_CONTROLLERS {
+            let line = out.lines().find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|cs| cs.split(',').any(|x| x == *c))
+            });
+            if let Some(line) = line {
+                assert!(line.ends_with(&own), "{c}: {line}\n{out}");
+            }
+        }
+    } else {
+        println!("SKIP v1 cgroups: not a hybrid cgroup host");
+    }
+    // A new spare is launched for the next start; a spare that died is
+    // replaced by a monitor spawned for the start.
+    let second = wait_for_spare(&root, &[spare]);
+    // SAFETY: kill(2) of a pid this test found.
+    unsafe { libc::kill(second as i32, libc::SIGKILL) };
+    let start = Instant::now();
+    while alive(second as u64) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let next = d.run("next", body);
+    let v = d.wait_until(&next, 20, |v| v["State"]["Status"] == "exited");
+    assert_eq!(v["State"]["ExitCode"], 0, "{v}");
+    assert!(stdout_log(&d, &next).contains("freezer"));
+    let third = wait_for_spare(&root, &[spare, second]);
+    // The spare goes with the daemon: nothing is left waiting for it.
+    d.kill9();
+    let start = Instant::now();
+    while alive(third as u64) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !alive(third as u64),
+        "the spare monitor outlived the daemon"
+    );
+}
