@@ -49,6 +49,7 @@ pub fn run(opts: DaemonOpts) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("finding the basalt-engine binary")?;
     let containers = Arc::new(Containers::new(store.clone(), exe));
     containers.refill_spare();
+    crate::container::sweep_removed(&opts.root);
     let volumes = Arc::new(Volumes::open(&opts.root));
     let d = Arc::new(Daemon {
         store,

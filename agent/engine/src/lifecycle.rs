@@ -623,7 +623,7 @@ impl Containers {
         }
         let bundle = Bundle::open(&self.store, id)?;
         if bundle.dir.exists() {
-            bundle.remove()?;
+            bundle.remove_soon(&self.store)?;
         }
         {
             let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());

@@ -1743,3 +1743,60 @@ fn a_spare_monitor_takes_the_next_start_and_the_command_starts_in_its_cgroups() 
         "the spare monitor outlived the daemon"
     );
 }
+
+#[test]
+fn removed_containers_files_are_deleted_and_a_crash_leftover_goes_at_start() {
+    if tools_missing() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_reg, registries, image) = registry_with_busybox(tmp.path());
+    let root = tmp.path().join("root");
+    // What a daemon killed in the middle of deleting a removed container left.
+    let leftover = root.join("removed").join("ab".repeat(32));
+    std::fs::create_dir_all(leftover.join("upper/etc")).unwrap();
+    std::fs::write(leftover.join("upper/etc/changed"), "x").unwrap();
+    let d = EngineDaemon::start(&root, &registries, &[]);
+    pull(&d, &image);
+    let id = d.run(
+        "gone",
+        json!({"Image": image, "HostConfig": {"NetworkMode": "none"},
+            "Cmd": ["sh", "-c", "echo changed > /tmp/f"]}),
+    );
+    d.wait_until(&id, 20, |v| v["State"]["Status"] == "exited");
+    assert!(root
+        .join("containers")
+        .join(&id)
+        .join("upper/tmp/f")
+        .exists());
+    assert_eq!(d.call("DELETE", &format!("/containers/{id}"), None).0, 204);
+    // Out of containers/ when the removal returns; deleted soon after.
+    assert!(!root.join("containers").join(&id).exists());
+    assert_eq!(
+        d.call("GET", &format!("/containers/{id}/json"), None).0,
+        404
+    );
+    let start = Instant::now();
+    loop {
+        let left: Vec<_> = std::fs::read_dir(root.join("removed"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still there: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The same name can be used again at once.
+    let again = d.run(
+        "gone",
+        json!({"Image": image, "HostConfig": {"NetworkMode": "none"}, "Cmd": ["true"]}),
+    );
+    d.wait_until(&again, 20, |v| v["State"]["Status"] == "exited");
+    d.remove_all();
+}
