@@ -558,7 +558,7 @@ impl RegistryClient {
         &self,
         scope: Scope<'_>,
         desc: &Descriptor,
-        store: &Store,
+        store: &Arc<Store>,
         progress: &ProgressFn,
         tee: &mut Option<Tee>,
     ) -> Result<(), RegistryError> {
@@ -597,7 +597,7 @@ impl RegistryClient {
         url: &str,
         scope: Scope<'_>,
         desc: &Descriptor,
-        store: &Store,
+        store: &Arc<Store>,
         progress: &ProgressFn,
         tee: &mut Option<Tee>,
     ) -> Result<(), RegistryError> {
@@ -605,43 +605,69 @@ impl RegistryClient {
         if !resp.status().is_success() {
             return Err(Self::error_for(url, resp).await);
         }
-        let mut tmp = store.temp_file()?;
+        let tmp = store.temp_file()?;
         let tmp_path = tmp.path().to_path_buf();
-        let mut hasher = Sha256::new();
-        let mut done = 0u64;
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| RegistryError::Http {
-                url: url.into(),
-                source,
-            })?;
-            done += chunk.len() as u64;
-            if done > desc.size {
-                return Err(RegistryError::SizeMismatch {
-                    url: url.into(),
-                    expected: desc.size,
-                    actual: done,
-                });
-            }
-            hasher.update(&chunk);
-            if let Some(tx) = tee.as_ref() {
-                if tx.send(chunk.clone()).await.is_err() {
-                    *tee = None; // the extraction stopped; it will be redone from the blob
+        // The file is hashed and written by a thread of the blocking pool: a
+        // write may wait for writeback (the kernel's dirty-page throttling), and
+        // the runtime's workers must keep moving the other layers' data.
+        let (wtx, mut wrx) = tokio::sync::mpsc::channel::<bytes::Bytes>(TEE_CHUNKS);
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut tmp = tmp;
+            let mut hasher = Sha256::new();
+            let mut written = 0u64;
+            while let Some(chunk) = wrx.blocking_recv() {
+                hasher.update(&chunk);
+                tmp.write_all(&chunk)?;
+                let before = written;
+                written += chunk.len() as u64;
+                if written / WRITEBACK_EVERY != before / WRITEBACK_EVERY {
+                    crate::fsutil::start_writeback(tmp.as_file());
                 }
             }
-            tmp.write_all(&chunk).map_err(|source| RegistryError::Io {
-                path: tmp_path.clone(),
-                source,
-            })?;
-            if done / WRITEBACK_EVERY != (done - chunk.len() as u64) / WRITEBACK_EVERY {
-                crate::fsutil::start_writeback(tmp.as_file());
+            Ok((tmp, Digest::from_hasher(hasher)))
+        });
+        let streamed = async {
+            let mut done = 0u64;
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|source| RegistryError::Http {
+                    url: url.into(),
+                    source,
+                })?;
+                done += chunk.len() as u64;
+                if done > desc.size {
+                    return Err(RegistryError::SizeMismatch {
+                        url: url.into(),
+                        expected: desc.size,
+                        actual: done,
+                    });
+                }
+                if let Some(tx) = tee.as_ref() {
+                    if tx.send(chunk.clone()).await.is_err() {
+                        *tee = None; // the extraction stopped; it will be redone from the blob
+                    }
+                }
+                if wtx.send(chunk).await.is_err() {
+                    break; // the writer failed: its error is below
+                }
+                progress(&Progress::Downloading {
+                    digest: desc.digest.clone(),
+                    done,
+                    total: desc.size,
+                });
             }
-            progress(&Progress::Downloading {
-                digest: desc.digest.clone(),
-                done,
-                total: desc.size,
-            });
+            Ok(done)
         }
+        .await;
+        // The writer is waited for on every path, so a failed transfer's temp
+        // file is gone when this returns.
+        drop(wtx);
+        let written = writer.await.expect("writing a blob panicked");
+        let done = streamed?;
+        let (tmp, actual) = written.map_err(|source| RegistryError::Io {
+            path: tmp_path.clone(),
+            source,
+        })?;
         if done != desc.size {
             return Err(RegistryError::SizeMismatch {
                 url: url.into(),
@@ -649,7 +675,6 @@ impl RegistryClient {
                 actual: done,
             });
         }
-        let actual = Digest::from_hasher(hasher);
         if actual != desc.digest {
             return Err(RegistryError::DigestMismatch {
                 url: url.into(),
@@ -657,7 +682,12 @@ impl RegistryClient {
                 actual,
             });
         }
-        store.commit_blob(tmp, &desc.digest)?;
+        // The blob's fdatasync (up to tens of ms) blocks a thread of the blocking
+        // pool, not one of the runtime's workers, which move the other layers' data.
+        let (st, digest) = (store.clone(), desc.digest.clone());
+        tokio::task::spawn_blocking(move || st.commit_blob(tmp, &digest))
+            .await
+            .expect("committing a blob panicked")?;
         progress(&Progress::Verified {
             digest: desc.digest.clone(),
         });
@@ -773,7 +803,8 @@ impl RegistryClient {
             .layers
             .iter()
             .zip(config.rootfs.diff_ids.iter())
-            .map(|(desc, diff_id)| {
+            .enumerate()
+            .map(|(i, (desc, diff_id))| {
                 let host = host.clone();
                 let progress = progress.clone();
                 let store = store.clone();
@@ -803,18 +834,21 @@ impl RegistryClient {
                             size: desc.size,
                             diff_id: diff_id.clone(),
                         };
-                        (layer, pending)
+                        (i, layer, pending)
                     })
                 }
             });
-        let fetched_layers: Vec<(LayerRecord, Option<PendingLayer>)> =
+        // Unordered: a slot goes to the next layer as soon as any layer is done.
+        let mut fetched_layers: Vec<(usize, LayerRecord, Option<PendingLayer>)> =
             futures_util::stream::iter(jobs)
-                .buffered(self.opts.parallel_downloads.max(1))
+                .buffer_unordered(self.opts.parallel_downloads.max(1))
                 .try_collect()
                 .await?;
+        fetched_layers.sort_by_key(|(i, _, _)| *i);
+        let fetched_layers = fetched_layers.into_iter().map(|(_, l, p)| (l, p));
         // Every new layer goes into place after one syncfs for all of them.
         let (layers, pending): (Vec<LayerRecord>, Vec<Option<PendingLayer>>) =
-            fetched_layers.into_iter().unzip();
+            fetched_layers.unzip();
         let st = store.clone();
         tokio::task::spawn_blocking(move || {
             st.commit_layers(pending.into_iter().flatten().collect())
