@@ -127,6 +127,21 @@ pub struct Crun {
     pub hide_unified_cgroup: bool,
 }
 
+/// Whether `binary` is on a read-only mount (a Basalt host's /usr); asked once.
+fn binary_on_read_only_mount(binary: &Path) -> bool {
+    static RO: std::sync::Mutex<Option<(PathBuf, bool)>> = std::sync::Mutex::new(None);
+    let mut known = RO.lock().unwrap_or_else(|e| e.into_inner());
+    match &*known {
+        Some((p, ro)) if p == binary => *ro,
+        _ => {
+            let ro = rustix::fs::statvfs(binary)
+                .is_ok_and(|v| v.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+            *known = Some((binary.to_path_buf(), ro));
+            ro
+        }
+    }
+}
+
 /// crun as found on PATH when first asked (or plain `crun` if it is not there,
 /// so the error names it): each crun command then starts without a PATH search.
 pub fn crun_binary() -> &'static Path {
@@ -161,8 +176,22 @@ impl Crun {
     }
 
     /// crun with the global options and, on a hybrid host, its private mount namespace.
+    ///
+    /// crun protects its binary from a container that would write to it through
+    /// /proc/PID/exe (CVE-2019-5736): unless `/proc/self/exe` is on a read-only
+    /// mount and `_LIBCONTAINER_CLONED_BINARY` is set, it bind-mounts itself
+    /// read-only in /tmp and execs itself again, loading its libraries twice
+    /// (about 2 ms of every `crun run` and `crun exec`). On a Basalt host crun is
+    /// on the read-only /usr already; in the private mount namespace of a hybrid
+    /// host the engine bind-mounts the binary read-only over itself. Either way
+    /// the variable is set, and crun checks the read-only mount itself: if the
+    /// bind mount failed, crun still protects itself as before.
     pub fn command(&self, args: &[OsString]) -> Command {
         let mut c = Command::new(&self.binary);
+        let binary_ro = binary_on_read_only_mount(&self.binary);
+        if binary_ro || self.hide_unified_cgroup {
+            c.env("_LIBCONTAINER_CLONED_BINARY", "1");
+        }
         // The engine's own service has NOTIFY_SOCKET; with it set, crun proxies
         // sd_notify for the container and `crun start` waits for a READY=1 that
         // a plain container never sends.
@@ -175,9 +204,12 @@ impl Crun {
         });
         c.args(args);
         if self.hide_unified_cgroup {
+            let bind = (!binary_ro)
+                .then(|| std::ffi::CString::new(self.binary.as_os_str().as_encoded_bytes()).ok())
+                .flatten();
             // SAFETY: only async-signal-safe syscalls between fork and exec.
             unsafe {
-                c.pre_exec(|| {
+                c.pre_exec(move || {
                     if libc::unshare(libc::CLONE_NEWNS) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -194,6 +226,17 @@ impl Crun {
                         return Err(std::io::Error::last_os_error());
                     }
                     libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+                    // crun's binary, read-only in this namespace (see above);
+                    // errors are left to crun's own check.
+                    if let Some(bin) = &bind {
+                        let none = std::ptr::null();
+                        if libc::mount(bin.as_ptr(), bin.as_ptr(), none, libc::MS_BIND, none.cast())
+                            == 0
+                        {
+                            let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+                            libc::mount(none, bin.as_ptr(), none, ro, none.cast());
+                        }
+                    }
                     Ok(())
                 });
             }
@@ -570,5 +613,48 @@ impl Bundle {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The binary crun runs from cannot be written by the process it becomes,
+    /// and crun is told so: on a hybrid host through the engine's read-only bind
+    /// mount in crun's private namespace, on a Basalt host by its read-only /usr.
+    #[test]
+    fn crun_runs_from_a_read_only_binary_and_knows_it() {
+        let crun = Crun::for_host(Path::new("/nonexistent"));
+        if !crun.hide_unified_cgroup {
+            println!("SKIP: not a hybrid cgroup host");
+            return;
+        }
+        if !rustix::process::geteuid().is_root() {
+            println!("SKIP: needs root (mount namespaces)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake-crun");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho \"env=$_LIBCONTAINER_CLONED_BINARY\"\n\
+             if echo changed >> \"$0\" 2>/dev/null; then echo writable; else echo read-only; fi\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fake = Crun {
+            binary: script.clone(),
+            ..crun
+        };
+        let out = fake.command(&["state".into()]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, "env=1\nread-only\n", "{out:?}");
+        // Outside crun's namespace the binary is as it was, and writable.
+        assert!(!std::fs::read_to_string(&script)
+            .unwrap()
+            .lines()
+            .any(|l| l == "changed"));
     }
 }
