@@ -424,6 +424,17 @@ impl Netns {
 }
 
 /// The network options JSON that `netavark setup` and `teardown` read.
+/// The MAC address of a container interface with address `ip`, made as Docker
+/// makes it: 02:42 and the address's four bytes. A container that gets the same
+/// address again (a restart) gets the same MAC too; with a new random one, the
+/// host's neighbour cache could still hold the last interface's MAC for up to 45 s
+/// (a reachable entry is not checked again before then), and packets to the
+/// container, published ports included, went nowhere until it expired.
+pub fn mac_for(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
 fn netavark_options(
     container_id: &str,
     container_name: &str,
@@ -455,7 +466,8 @@ fn netavark_options(
         "container_name": container_name,
         "port_mappings": ports,
         "networks": {
-            &net.name: {"interface_name": interface, "static_ips": [ip], "aliases": aliases},
+            &net.name: {"interface_name": interface, "static_ips": [ip], "aliases": aliases,
+                        "static_mac": mac_for(ip)},
         },
         "network_info": {
             &net.name: {

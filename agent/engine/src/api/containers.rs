@@ -623,6 +623,11 @@ fn networks_json(r: &ContainerRecord) -> Value {
         .unwrap_or_default();
     let gw = r.state.gateway.map(|i| i.to_string()).unwrap_or_default();
     let prefix = if ip.is_empty() { 0 } else { 24 };
+    let mac = r
+        .state
+        .ip_address
+        .map(crate::network_setup::mac_for)
+        .unwrap_or_default();
     let aliases = if r.spec.aliases.is_empty() {
         Value::Null
     } else {
@@ -631,7 +636,7 @@ fn networks_json(r: &ContainerRecord) -> Value {
     let mut m = serde_json::Map::new();
     m.insert(
         r.spec.network.clone(),
-        json!({"IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": "",
+        json!({"IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": mac,
                "Aliases": aliases}),
     );
     // Networks connected later; addresses only while the container runs.
@@ -640,9 +645,12 @@ fn networks_json(r: &ContainerRecord) -> Value {
         let ip = c.map(|c| c.address.to_string()).unwrap_or_default();
         let gw = c.map(|c| c.gateway.to_string()).unwrap_or_default();
         let prefix = if ip.is_empty() { 0 } else { 24 };
+        let mac = c
+            .map(|c| crate::network_setup::mac_for(c.address))
+            .unwrap_or_default();
         m.insert(
             n.clone(),
-            json!({"IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": "",
+            json!({"IPAddress": ip, "Gateway": gw, "IPPrefixLen": prefix, "MacAddress": mac,
                    "Aliases": aliases}),
         );
     }
@@ -786,6 +794,7 @@ pub async fn inspect(d: Arc<Daemon>, id: &str) -> ApiResult {
                 "Ports": ports_map(&r.state.published),
                 "IPAddress": r.state.ip_address.map(|i| i.to_string()).unwrap_or_default(),
                 "Gateway": r.state.gateway.map(|i| i.to_string()).unwrap_or_default(),
+                "MacAddress": r.state.ip_address.map(crate::network_setup::mac_for).unwrap_or_default(),
                 "Networks": networks_json(&r),
             },
         }),
