@@ -927,17 +927,19 @@ fn start(root: &Path, id: &str, opts: StartOpts) -> anyhow::Result<Running> {
             r.state.paused = false;
         })
     };
-    // The record and `crun start` side by side (the fsync and crun's exec each
-    // take a few ms). Nobody is told before both are done; if the start fails,
-    // `run` marks the record exited with the error.
-    let (started, recorded) = std::thread::scope(|sc| {
-        if one_step {
-            return (Ok(()), Ok(record_running()));
-        }
-        let recording = sc.spawn(record_running);
-        let started = crun.start(&rec.id);
-        (started, recording.join())
-    });
+    // In one step crun has started the container already. Otherwise the record
+    // and `crun start` go side by side (the fsync and crun's exec each take a few
+    // ms). Nobody is told before both are done; if the start fails, `run` marks
+    // the record exited with the error.
+    let (started, recorded) = if one_step {
+        (Ok(()), Ok(record_running()))
+    } else {
+        std::thread::scope(|sc| {
+            let recording = sc.spawn(record_running);
+            let started = crun.start(&rec.id);
+            (started, recording.join())
+        })
+    };
     if let Err(e) = started {
         let _ = crun.delete(&rec.id);
         return Err(e.into());
